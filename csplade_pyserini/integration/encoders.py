@@ -1,0 +1,89 @@
+"""Pyserini ``DocumentEncoder`` / ``QueryEncoder`` classes backed by :class:`CspladeModel`.
+
+Registered by the start-up hook, so ``--encoder csplade[:MODEL]`` works in ``pyserini.encode`` and
+``pyserini.search.lucene --impact``. Both return integer impacts (Anserini truncates floats).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from pyserini.encode import DocumentEncoder, QueryEncoder
+
+from csplade_pyserini.errors import VocabularyMismatchError
+from csplade_pyserini.model.encoder import CspladeModel
+
+logger = logging.getLogger(__name__)
+
+INDEX_INFO_NAME = "csplade-index.info"
+MIN_SHARED_TERMS = 0.99
+
+
+def join_title(title: str | None, text: str | None) -> str:
+    """Title and body as one passage, the way BEIR evaluations feed SPLADE models."""
+    title = (title or "").strip()
+    text = (text or "").strip()
+    return f"{title} {text}".strip() if title else text
+
+
+class CspladeDocumentEncoder(DocumentEncoder):
+    def __init__(self, model_name: str = "csplade", device: str = "cpu", **_ignored):
+        self.model = CspladeModel.from_spec(model_name, device=str(device))
+        self._warned = False
+
+    def encode(self, texts: Sequence[str], titles: Sequence[str | None] | None = None, max_length: int | None = None,
+               **_ignored) -> list[dict[str, int]]:
+        if titles is not None:
+            texts = [join_title(title, text) for title, text in zip(titles, texts)]
+        if max_length is not None and max_length != self.model.card.max_doc_length and not self._warned:
+            logger.info("using --max-length %d (the model card says %d)", max_length, self.model.card.max_doc_length)
+            self._warned = True
+        return self.model.encode(list(texts), kind="doc", max_length=max_length)
+
+
+class CspladeQueryEncoder(QueryEncoder):
+    def __init__(self, encoder_name: str = "csplade", device: str = "cpu", **_ignored):
+        super().__init__()
+        self.has_model = True
+        self.model = CspladeModel.from_spec(encoder_name, device=str(device))
+        self._cache: dict[str, dict[str, int]] = {}
+
+    def encode(self, text: str, **_ignored) -> dict[str, int]:
+        if text not in self._cache:
+            self._cache[text] = self.model.encode([text], kind="query")[0]
+        return self._cache[text]
+
+    def encode_batch(self, texts: Sequence[str], progress=None) -> list[dict[str, int]]:
+        """Encode many queries at once (sorted batches) and remember them for :meth:`encode`."""
+        todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if todo:
+            for text, vector in zip(todo, self.model.encode(todo, kind="query", progress=progress)):
+                self._cache[text] = vector
+        return [self._cache[t] for t in texts]
+
+    def check_index_vocabulary(self, index_dir: str | Path, index_terms: Iterable[str]) -> None:
+        """Refuse an index built with another vocabulary: every query term would silently miss."""
+        index_dir = Path(index_dir)
+        info_path = index_dir / INDEX_INFO_NAME
+        mine = self.model.term_map.fingerprint()
+        if info_path.exists():
+            info = json.loads(info_path.read_text(encoding="utf-8"))
+            theirs = info.get("term_fingerprint")
+            if theirs and theirs != mine:
+                raise VocabularyMismatchError(
+                    f"{info_path}: the index was built with term vocabulary {theirs} "
+                    f"({info.get('card', {}).get('backbone')}), the query encoder uses {mine} "
+                    f"({self.model.card.backbone}); encode queries with the model that built the index")
+        known = self.model.term_map.term_set()
+        terms = list(index_terms)
+        if not terms:
+            return
+        foreign = [t for t in terms if t not in known]
+        if len(foreign) > (1 - MIN_SHARED_TERMS) * len(terms):
+            raise VocabularyMismatchError(
+                f"{index_dir}: {len(foreign)} of {len(terms)} index terms are not in the query encoder's "
+                f"vocabulary ({self.model.card.backbone}), e.g. {foreign[:5]}; the index was built by another "
+                f"model or tokenizer")

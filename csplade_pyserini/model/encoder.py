@@ -1,0 +1,81 @@
+"""A loaded CSPLADE model ready to turn texts into integer impact vectors."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+from csplade_pyserini import __version__
+from csplade_pyserini.model.backbone import apply_adapter, load_causal_lm, load_tokenizer, resolve_backbone
+from csplade_pyserini.model.card import ModelCard
+from csplade_pyserini.model.spec import card_from_spec
+from csplade_pyserini.vectors.quantize import quantize_tensor
+from csplade_pyserini.vectors.terms import TermMap
+
+logger = logging.getLogger(__name__)
+
+_CACHE: dict[tuple, "CspladeModel"] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+class CspladeModel:
+    def __init__(self, encoder, card: ModelCard, base_dir: Path | None, device: str = "cpu"):
+        self.encoder = encoder
+        self.card = card
+        self.base_dir = base_dir
+        self.device = device
+        self.term_map = TermMap.from_tokenizer(encoder.tokenizer)
+        vocab = encoder.model.get_output_embeddings().weight.shape[0]
+        if vocab > len(self.term_map):  # padded embedding rows have no token: never terms
+            self.term_map.terms.extend([None] * (vocab - len(self.term_map)))
+
+    @classmethod
+    def from_card(cls, card: ModelCard, base_dir: Path | None = None, device: str = "cpu") -> "CspladeModel":
+        from csplade_pyserini.model.sparse import SparseEncoder
+
+        source = resolve_backbone(card.backbone, base_dir)
+        tokenizer = load_tokenizer(source)
+        model = load_causal_lm(source, dtype=card.dtype, device=device)
+        if card.adapter:
+            adapter = Path(card.adapter)
+            model = apply_adapter(model, adapter if adapter.is_absolute() or base_dir is None else base_dir / adapter)
+        model.eval()
+        return cls(SparseEncoder(model, tokenizer, card), card, base_dir, device)
+
+    @classmethod
+    def from_spec(cls, spec: str, device: str = "cpu", cache: bool = True) -> "CspladeModel":
+        """Load (once per process) the model a ``csplade[:MODEL][,k=v]`` spec names."""
+        card, base_dir = card_from_spec(spec)
+        key = (repr(card.to_dict()), str(base_dir), device)
+        with _CACHE_LOCK:
+            if cache and key in _CACHE:
+                return _CACHE[key]
+            model = cls.from_card(card, base_dir, device)
+            if cache:
+                _CACHE[key] = model
+            return model
+
+    # --- encoding ----------------------------------------------------------------------------------
+    def encode_weights(self, texts: Sequence[str], kind: str, max_length: int | None = None,
+                       max_tokens: int = 8192, max_batch: int = 64, progress=None):
+        top_k = self.card.query_top_k if kind == "query" else self.card.doc_top_k
+        sequences = self.encoder.tokenize(texts, kind, max_length)
+        return self.encoder.encode_sequences(sequences, top_k=top_k, max_tokens=max_tokens, max_batch=max_batch,
+                                             device=self.device, progress=progress)
+
+    def to_impacts(self, ids, weights) -> dict[str, int]:
+        quantized = quantize_tensor(weights, self.card.quant_scale)
+        keep = quantized > 0
+        terms = self.term_map.terms
+        return {terms[i]: q for i, q in zip(ids[keep].tolist(), quantized[keep].tolist()) if terms[i] is not None}
+
+    def encode(self, texts: Sequence[str], kind: str = "doc", **kwargs) -> list[dict[str, int]]:
+        """Integer impact vectors (term -> weight), ready for JsonVectorCollection or a query."""
+        return [self.to_impacts(ids, w) for ids, w in self.encode_weights(texts, kind, **kwargs)]
+
+    def info(self) -> dict[str, Any]:
+        """What an index needs to remember about the model that built it."""
+        return {"card": self.card.to_dict(), "term_fingerprint": self.term_map.fingerprint(),
+                "vocab_size": len(self.term_map), "toolkit": f"csplade-pyserini {__version__}"}

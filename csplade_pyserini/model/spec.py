@@ -1,0 +1,106 @@
+"""``csplade[:MODEL][,key=value...]`` encoder specs, as typed after Pyserini's ``--encoder``.
+
+``MODEL`` is a checkpoint folder holding ``csplade_card.json``, a card file itself, or a backbone
+(``smollm2``, a Hugging Face folder, a ``.gguf`` file, a hub id). ``key=value`` pairs override card
+fields, for example ``csplade,variant=echo`` or ``csplade:ckpt/best,max_doc_length=512``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any
+
+from csplade_pyserini.errors import InputError, ModelSpecError
+from csplade_pyserini.model.card import CARD_NAME, ModelCard
+from csplade_pyserini.paths import PACKAGE_DIR
+
+PREFIX = "csplade"
+DEFAULT_MODEL_DIR = PACKAGE_DIR / "assets" / "default-model"
+
+
+def _coerce(name: str, raw: str) -> Any:
+    hints = typing.get_type_hints(ModelCard)
+    kind = hints[name]
+    if raw.lower() in ("null", "none"):
+        return None
+    if name == "logit_scale" and raw == "auto":
+        return "auto"
+    options = typing.get_args(kind) or (kind,)
+    for option in options:
+        if option is bool:
+            if raw.lower() in ("true", "1", "yes"):
+                return True
+            if raw.lower() in ("false", "0", "no"):
+                return False
+        elif option is int:
+            try:
+                return int(raw)
+            except ValueError:
+                pass
+        elif option is float:
+            try:
+                return float(raw)
+            except ValueError:
+                pass
+        elif option is str:
+            return raw
+    raise ModelSpecError(f"cannot read {raw!r} as a value for {name}")
+
+
+def parse_spec(spec: str) -> tuple[str | None, dict[str, Any]]:
+    """Split a spec into the model reference (``None`` = default) and card overrides."""
+    if not isinstance(spec, str) or not (spec == PREFIX or spec.startswith((PREFIX + ":", PREFIX + ","))):
+        raise ModelSpecError(f"not a csplade encoder spec: {spec!r} (expected csplade[:MODEL][,key=value...])")
+    rest = spec[len(PREFIX):]
+    model = None
+    if rest.startswith(":"):
+        model, _, options = rest[1:].partition(",")
+        if not model:
+            raise ModelSpecError(f"empty model after 'csplade:' in {spec!r}")
+    else:
+        options = rest[1:]
+    overrides: dict[str, Any] = {}
+    fields = {f.name for f in dataclasses.fields(ModelCard)}
+    for item in filter(None, options.split(",")):
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise ModelSpecError(f"option {item!r} in {spec!r} is not key=value")
+        if key not in fields or key in ("notes",):
+            raise ModelSpecError(f"unknown option {key!r} in {spec!r}; known: {', '.join(sorted(fields - {'notes'}))}")
+        overrides[key] = _coerce(key, value.strip())
+    return model, overrides
+
+
+def default_model_ref() -> str | None:
+    """The packaged default checkpoint if one ships with the toolkit, else the bare default backbone."""
+    return str(DEFAULT_MODEL_DIR) if (DEFAULT_MODEL_DIR / CARD_NAME).exists() else None
+
+
+def resolve_card(model: str | None, overrides: dict[str, Any] | None = None) -> tuple[ModelCard, Path | None]:
+    """Card and the folder its relative paths are resolved against."""
+    model = model if model is not None else default_model_ref()
+    base_dir: Path | None = None
+    if model is None:
+        card = ModelCard()
+    else:
+        path = Path(model).expanduser()
+        if path.is_file() and path.suffix == ".json":
+            card, base_dir = ModelCard.load(path), path.parent.resolve()
+        elif path.is_dir() and (path / CARD_NAME).exists():
+            card, base_dir = ModelCard.load(path), path.resolve()
+        else:
+            card = ModelCard(backbone=model)
+    if overrides:
+        try:
+            card = card.replace(**overrides)
+        except InputError as exc:
+            raise ModelSpecError(f"bad option {exc.field}: {exc.message}") from None
+    return card, base_dir
+
+
+def card_from_spec(spec: str) -> tuple[ModelCard, Path | None]:
+    model, overrides = parse_spec(spec)
+    return resolve_card(model, overrides)

@@ -1,0 +1,1 @@
+"""From vocabulary weights to Anserini impact vectors: term strings, integer quantisation, JSON I/O."""

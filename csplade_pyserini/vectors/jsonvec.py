@@ -1,0 +1,134 @@
+"""Anserini's ``JsonVectorCollection``: ``{"id", "contents", "vector": {term: int}}`` per line.
+
+The writer shards its output, validates every vector before it is written (integer weights, no
+whitespace in terms) and builds the folder under a temporary name, so a failed run leaves nothing
+that Anserini could half-index. A small ``csplade-vectors.info`` file records which model and term
+vocabulary produced the vectors; Anserini ignores it (it only reads ``.json``/``.jsonl``/``.gz``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from csplade_pyserini.atomic import atomic_dir
+from csplade_pyserini.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+INFO_NAME = "csplade-vectors.info"
+
+
+def check_vector(vector: Mapping[str, Any], path: str | Path | None = None, line: int | None = None) -> None:
+    for term, weight in vector.items():
+        if not isinstance(term, str) or not term or any(c.isspace() for c in term):
+            raise InputError(f"term {term!r} is empty or contains whitespace (--pretokenized would split it)",
+                             path=path, line=line, field="vector")
+        if isinstance(weight, bool) or not isinstance(weight, int):
+            raise InputError(f"weight of term {term!r} is {weight!r}; Anserini needs integers (quantize first, "
+                             f"it would truncate floats)", path=path, line=line, field="vector")
+        if weight <= 0:
+            raise InputError(f"weight of term {term!r} is {weight}; impacts must be positive",
+                             path=path, line=line, field="vector")
+
+
+class JsonVectorWriter:
+    """Write a JsonVectorCollection folder atomically, ``docs-00000.jsonl`` ... one shard per ``shard_size``."""
+
+    def __init__(self, out_dir: str | Path, shard_size: int = 100_000, info: dict[str, Any] | None = None,
+                 overwrite: bool = True):
+        self.out_dir = Path(out_dir)
+        self.shard_size = shard_size
+        self.info = dict(info or {})
+        self.overwrite = overwrite
+        self.count = 0
+        self.empty = 0
+        self.postings = 0
+        self._ids: set[str] = set()
+        self._handle = None
+        self._ctx = None
+        self._tmp: Path | None = None
+
+    def __enter__(self) -> "JsonVectorWriter":
+        self._ctx = atomic_dir(self.out_dir, overwrite=self.overwrite)
+        self._tmp = self._ctx.__enter__()
+        return self
+
+    def _next_shard(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        shard = self.count // self.shard_size
+        self._handle = open(self._tmp / f"docs-{shard:05d}.jsonl", "w", encoding="utf-8")
+
+    def write(self, docid: str, contents: str, vector: Mapping[str, int]) -> None:
+        if docid in self._ids:
+            raise InputError(f"duplicate document id {docid!r}", field="id")
+        check_vector(vector)
+        self._ids.add(docid)
+        if self.count % self.shard_size == 0:
+            self._next_shard()
+        if not vector:
+            self.empty += 1
+        self.postings += len(vector)
+        self._handle.write(json.dumps({"id": docid, "contents": contents, "vector": dict(vector)},
+                                      ensure_ascii=False) + "\n")
+        self.count += 1
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self._handle is not None:
+            self._handle.close()
+        if exc_type is None:
+            if self.empty:
+                logger.warning("%d of %d documents have an empty vector; Anserini will skip them",
+                               self.empty, self.count)
+            info = {**self.info, "documents": self.count, "empty_vectors": self.empty,
+                    "postings": self.postings}
+            (self._tmp / INFO_NAME).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return self._ctx.__exit__(exc_type, exc, tb)
+
+
+def vector_files(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith((".json", ".jsonl")))
+    if not files:
+        raise InputError("no .json/.jsonl vector files found", path=folder)
+    return files
+
+
+def read_vectors(folder: str | Path) -> Iterator[dict[str, Any]]:
+    """Read and validate every line of a vector folder (file, line and field named on error)."""
+    seen: dict[str, tuple[Path, int]] = {}
+    for path in vector_files(folder):
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InputError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})", path=path,
+                                     line=number) from None
+                if not text.strip():
+                    continue
+                try:
+                    record = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"not valid JSON: {exc.msg}", path=path, line=number) from None
+                for name in ("id", "vector"):
+                    if name not in record:
+                        raise InputError("missing field", path=path, line=number, field=name)
+                if not isinstance(record["vector"], dict):
+                    raise InputError("must be an object of term: weight", path=path, line=number, field="vector")
+                check_vector(record["vector"], path=path, line=number)
+                docid = str(record["id"])
+                if docid in seen:
+                    first = seen[docid]
+                    raise InputError(f"duplicate id {docid!r} (first at {first[0]}:{first[1]})", path=path,
+                                     line=number, field="id")
+                seen[docid] = (path, number)
+                yield record
+
+
+def read_info(folder: str | Path) -> dict[str, Any] | None:
+    path = Path(folder) / INFO_NAME
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
