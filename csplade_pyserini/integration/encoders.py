@@ -15,10 +15,10 @@ from pyserini.encode import DocumentEncoder, QueryEncoder
 
 from csplade_pyserini.errors import VocabularyMismatchError
 from csplade_pyserini.model.encoder import CspladeModel
+from csplade_pyserini.vectors.jsonvec import INDEX_INFO_NAME
 
 logger = logging.getLogger(__name__)
 
-INDEX_INFO_NAME = "csplade-index.info"
 MIN_SHARED_TERMS = 0.99
 
 

@@ -18,6 +18,10 @@ from csplade_pyserini.paths import PACKAGE_DIR
 
 PREFIX = "csplade"
 DEFAULT_MODEL_DIR = PACKAGE_DIR / "assets" / "default-model"
+# An untrained LM head gives almost every vocabulary entry a positive logit (SmolLM2: ~49k terms per
+# text), which no inverted index can serve; a bare backbone therefore keeps its top terms only.
+# Trained checkpoints carry their own card (FLOPS-regularised, sparse by themselves).
+BARE_BACKBONE_DEFAULTS = {"doc_top_k": 256, "query_top_k": 64}
 
 
 def _coerce(name: str, raw: str) -> Any:
@@ -84,7 +88,7 @@ def resolve_card(model: str | None, overrides: dict[str, Any] | None = None) -> 
     model = model if model is not None else default_model_ref()
     base_dir: Path | None = None
     if model is None:
-        card = ModelCard()
+        card = ModelCard(**BARE_BACKBONE_DEFAULTS)
     else:
         path = Path(model).expanduser()
         if path.is_file() and path.suffix == ".json":
@@ -92,7 +96,7 @@ def resolve_card(model: str | None, overrides: dict[str, Any] | None = None) -> 
         elif path.is_dir() and (path / CARD_NAME).exists():
             card, base_dir = ModelCard.load(path), path.resolve()
         else:
-            card = ModelCard(backbone=model)
+            card = ModelCard(backbone=model, **BARE_BACKBONE_DEFAULTS)
     if overrides:
         try:
             card = card.replace(**overrides)

@@ -13,12 +13,18 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from csplade_pyserini.atomic import atomic_dir
+from csplade_pyserini.atomic import atomic_dir, atomic_file
 from csplade_pyserini.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-INFO_NAME = "csplade-vectors.info"
+INFO_SUFFIX = ".info.json"
+INDEX_INFO_NAME = "csplade-index.info"  # inside an index folder: Lucene ignores files it does not own
+
+
+def info_path(folder: str | Path) -> Path:
+    folder = Path(folder)
+    return folder.with_name(folder.name + INFO_SUFFIX)
 
 
 def check_vector(vector: Mapping[str, Any], path: str | Path | None = None, line: int | None = None) -> None:
@@ -79,14 +85,17 @@ class JsonVectorWriter:
     def __exit__(self, exc_type, exc, tb) -> bool:
         if self._handle is not None:
             self._handle.close()
+        suppress = self._ctx.__exit__(exc_type, exc, tb)
         if exc_type is None:
             if self.empty:
                 logger.warning("%d of %d documents have an empty vector; Anserini will skip them",
                                self.empty, self.count)
             info = {**self.info, "documents": self.count, "empty_vectors": self.empty,
                     "postings": self.postings}
-            (self._tmp / INFO_NAME).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        return self._ctx.__exit__(exc_type, exc, tb)
+            with atomic_file(info_path(self.out_dir)) as handle:
+                json.dump(info, handle, indent=2, sort_keys=True)
+                handle.write("\n")
+        return suppress
 
 
 def vector_files(folder: str | Path) -> list[Path]:
@@ -130,5 +139,5 @@ def read_vectors(folder: str | Path) -> Iterator[dict[str, Any]]:
 
 
 def read_info(folder: str | Path) -> dict[str, Any] | None:
-    path = Path(folder) / INFO_NAME
+    path = info_path(folder)
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None

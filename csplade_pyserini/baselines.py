@@ -1,0 +1,94 @@
+"""Reference systems measured in the same runs as CSPLADE: BM25 (Pyserini) and the splade-tiny model.
+
+BM25 uses Pyserini's defaults for BEIR "flat" indexes (k1=0.9, b=0.4, title and text as one field).
+splade-tiny goes through exactly the same impact-index path as CSPLADE (JsonVectorCollection,
+Anserini ``--impact --pretokenized``, LuceneImpactSearcher), with Pyserini's own SPLADE encoders and
+their quantisation (``w / 5 * 256``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from tqdm import tqdm
+
+from csplade_pyserini.atomic import atomic_dir
+from csplade_pyserini.datasets import Document
+from csplade_pyserini.index import folder_size
+from csplade_pyserini.search import SearchStats, write_trec_run
+from csplade_pyserini.vectors.jsonvec import JsonVectorWriter
+
+logger = logging.getLogger(__name__)
+
+
+def bm25_index(documents: Sequence[Document], index_dir: str | Path, threads: int = 1) -> dict:
+    index_dir = Path(index_dir)
+    start = time.perf_counter()
+    with atomic_dir(index_dir) as tmp:
+        corpus = tmp / "corpus"
+        corpus.mkdir()
+        with open(corpus / "docs.jsonl", "w", encoding="utf-8") as handle:
+            for doc in documents:
+                handle.write(json.dumps({"id": doc.docid, "contents": doc.contents}, ensure_ascii=False) + "\n")
+        index = tmp / "lucene"
+        command = [sys.executable, "-m", "pyserini.index.lucene", "--collection", "JsonCollection", "--input",
+                   str(corpus), "--index", str(index), "--generator", "DefaultLuceneDocumentGenerator",
+                   "--threads", str(threads)]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"BM25 indexing failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    seconds = time.perf_counter() - start
+    return {"size_bytes": folder_size(index_dir / "lucene"), "index_seconds": seconds, "documents": len(documents)}
+
+
+def bm25_search(index_dir: str | Path, topics: dict[str, str], hits: int = 1000, threads: int = 1,
+                output: str | Path | None = None, batch_size: int = 64):
+    from pyserini.search.lucene import LuceneSearcher
+
+    searcher = LuceneSearcher(str(Path(index_dir) / "lucene"))
+    searcher.set_bm25(0.9, 0.4)
+    qids, texts = list(topics), [topics[q] for q in topics]
+    results: dict[str, list[tuple[str, float]]] = {}
+    start = time.perf_counter()
+    with tqdm(total=len(qids), desc="bm25 search", unit="q", dynamic_ncols=True) as bar:
+        for begin in range(0, len(qids), batch_size):
+            ids, chunk = qids[begin:begin + batch_size], texts[begin:begin + batch_size]
+            found = searcher.batch_search(chunk, ids, k=hits, threads=threads)
+            for qid in ids:
+                results[qid] = [(h.docid, float(h.score)) for h in found.get(qid, [])]
+            bar.update(len(ids))
+    stats = SearchStats(len(qids), 0.0, time.perf_counter() - start, avg_query_terms=0.0)
+    if output is not None:
+        write_trec_run(results, output, "bm25-flat")
+    searcher.close()
+    return results, stats
+
+
+def splade_encode(model_dir: str | Path, documents: Sequence[Document], out_dir: str | Path,
+                  batch_size: int = 32, max_length: int = 256) -> dict:
+    """Encode with Pyserini's SpladeDocumentEncoder; zero-weight terms (rounded away) are dropped."""
+    from pyserini.encode import SpladeDocumentEncoder
+
+    encoder = SpladeDocumentEncoder(str(model_dir), device="cpu")
+    start = time.perf_counter()
+    with JsonVectorWriter(out_dir, info={"model": str(model_dir), "quantization": "w/5*256"}) as writer, \
+            tqdm(total=len(documents), desc="splade encode", unit="doc", dynamic_ncols=True) as bar:
+        for begin in range(0, len(documents), batch_size):
+            batch = documents[begin:begin + batch_size]
+            vectors = encoder.encode([d.text for d in batch], titles=[d.title for d in batch], max_length=max_length)
+            for doc, vector in zip(batch, vectors):
+                writer.write(doc.docid, doc.contents, {t: int(w) for t, w in vector.items() if int(w) > 0})
+            bar.update(len(batch))
+    return {"encode_seconds": time.perf_counter() - start}
+
+
+def splade_query_encoder(model_dir: str | Path):
+    from pyserini.encode import SpladeQueryEncoder
+
+    return SpladeQueryEncoder(str(model_dir), device="cpu")

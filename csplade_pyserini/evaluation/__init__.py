@@ -1,0 +1,1 @@
+"""Measures (ir-measures), result tables and benchmark reports."""

@@ -1,0 +1,417 @@
+"""Training-data readers: MS MARCO triples (text or ids), Tevatron JSONL, BEIR train splits with a run
+file for hard negatives, and teacher scores for distillation.
+
+Every reader validates as it goes and raises :class:`~csplade_pyserini.errors.InputError` naming the
+file, the 1-based line and the field of the first problem (malformed line, unknown id, empty query or
+passage, bytes that are not UTF-8), because a training job that dies hours in on line 31,415,926 of a
+triples file must say exactly where. Paths are checked when the reader is CALLED; streaming readers
+(triples, Tevatron) then check each line as it is consumed, so that a 40M-line file never sits in
+memory.
+
+All readers produce :class:`TrainingExample` (a query, its positives and its negatives as
+:class:`Passage`), and :func:`make_groups` turns one example into the ``[positive] + negatives`` group
+that :func:`~csplade_pyserini.training.losses.info_nce` expects, reproducibly from a seeded RNG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+from csplade_pyserini.datasets import _lines, load_qrels, read_corpus, read_queries
+from csplade_pyserini.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A training passage; ``text`` already includes the title when the source has one."""
+
+    docid: str
+    text: str
+
+
+@dataclass
+class TrainingExample:
+    """One query with its relevant passages and (hard) negative passages."""
+
+    query_id: str
+    query: str
+    positives: list[Passage]
+    negatives: list[Passage] = field(default_factory=list)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+def text_id(text: str) -> str:
+    """A stable id for data that has none (text triples): ``h`` + 16 hex digits of SHA-1.
+
+    Content-derived, so that the same query or passage on different lines gets the same id and
+    :func:`group_by_query` can merge lines of the same query.
+    """
+    return "h" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _existing(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} does not exist", path=path)
+    if path.is_dir():
+        raise InputError(f"{what} is a folder, expected a file", path=path)
+    return path
+
+
+def _nonempty(value: str, what: str, path: Path, line: int, field_name: str) -> str:
+    value = value.strip()
+    if not value:
+        raise InputError(f"empty {what}", path=path, line=line, field=field_name)
+    return value
+
+
+def _join_title(title: str, text: str) -> str:
+    return f"{title.strip()} {text.strip()}".strip() if title and title.strip() else text.strip()
+
+
+def load_collection(path: str | Path) -> dict[str, str]:
+    """``docid -> text`` from a ``pid<TAB>text`` TSV (MS MARCO ``collection.tsv``), a BEIR
+    ``corpus.jsonl`` or a folder holding one; titles are prepended to the text. Empty documents,
+    duplicate ids and bad bytes are errors (reuses ``datasets.read_corpus``)."""
+    return {doc.docid: doc.contents for doc in read_corpus(path)}
+
+
+def load_query_texts(path: str | Path) -> dict[str, str]:
+    """``qid -> text`` from ``qid<TAB>text`` or BEIR ``queries.jsonl`` (reuses ``datasets.read_queries``)."""
+    return read_queries(_existing(path, "queries file"))
+
+
+# --- MS MARCO triples ------------------------------------------------------------------------------
+def read_text_triples(path: str | Path) -> Iterator[TrainingExample]:
+    """MS MARCO text triples ``query<TAB>positive<TAB>negative`` (``.tsv`` or ``.tsv.gz``).
+
+    One example per line (one positive, one negative), streamed. The file carries no ids, so ids are
+    :func:`text_id` hashes of the texts; :func:`group_by_query` merges lines of the same query when
+    more than one negative per query is wanted. Blank lines are skipped.
+    """
+    path = _existing(path, "triples file")
+    return _text_triples(path)
+
+
+def _text_triples(path: Path) -> Iterator[TrainingExample]:
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 3:
+            raise InputError(f"expected 'query<TAB>positive<TAB>negative', got {len(parts)} tab-separated fields",
+                             path=path, line=number)
+        query = _nonempty(parts[0], "query", path, number, "query")
+        positive = _nonempty(parts[1], "positive passage", path, number, "positive")
+        negative = _nonempty(parts[2], "negative passage", path, number, "negative")
+        yield TrainingExample(text_id(query), query, [Passage(text_id(positive), positive)],
+                              [Passage(text_id(negative), negative)])
+
+
+def read_id_triples(path: str | Path, collection: str | Path | Mapping[str, str],
+                    queries: str | Path | Mapping[str, str]) -> Iterator[TrainingExample]:
+    """MS MARCO id triples ``qid<TAB>pid_pos<TAB>pid_neg`` resolved against a collection and queries.
+
+    ``collection`` is a ``pid<TAB>text`` file (or BEIR corpus) or an already loaded ``{pid: text}``
+    mapping (load the 8.8M MS MARCO passages once with :func:`load_collection` and reuse it);
+    ``queries`` likewise (``qid<TAB>text``). The collection and queries are read when this is called;
+    the triples are streamed, one example per line. An id missing from the collection or queries is an
+    InputError naming the triples file, the line and the column.
+    """
+    path = _existing(path, "triples file")
+    if isinstance(collection, Mapping):
+        passages, collection_name = collection, "the collection"
+    else:
+        passages, collection_name = load_collection(collection), str(collection)
+    if isinstance(queries, Mapping):
+        query_texts, queries_name = queries, "the queries"
+    else:
+        query_texts, queries_name = load_query_texts(queries), str(queries)
+    return _id_triples(path, passages, collection_name, query_texts, queries_name)
+
+
+def _id_triples(path: Path, passages: Mapping[str, str], collection_name: str, queries: Mapping[str, str],
+                queries_name: str) -> Iterator[TrainingExample]:
+    for number, line in _lines(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 3:
+            raise InputError(f"expected 'qid<TAB>pid_pos<TAB>pid_neg', got {len(parts)} columns",
+                             path=path, line=number)
+        qid, pos, neg = parts
+        if qid not in queries:
+            raise InputError(f"query id {qid!r} is not in {queries_name}", path=path, line=number, field="qid")
+        for pid, column in ((pos, "pid_pos"), (neg, "pid_neg")):
+            if pid not in passages:
+                raise InputError(f"passage id {pid!r} is not in {collection_name}", path=path, line=number,
+                                 field=column)
+        yield TrainingExample(qid, queries[qid], [Passage(pos, passages[pos])], [Passage(neg, passages[neg])])
+
+
+def group_by_query(examples: Iterable[TrainingExample]) -> list[TrainingExample]:
+    """Merge examples that share a ``query_id`` (triples list one negative per line).
+
+    First-seen order is kept for queries and passages; duplicate passages are dropped, and so is a
+    negative that is also a positive of the same query (contradictory data would train the model to
+    push a relevant passage away). Holds everything in memory.
+    """
+    merged: dict[str, TrainingExample] = {}
+    for example in examples:
+        target = merged.get(example.query_id)
+        if target is None:
+            target = merged[example.query_id] = TrainingExample(example.query_id, example.query, [], [])
+        target.positives.extend(p for p in example.positives if p not in target.positives)
+        target.negatives.extend(p for p in example.negatives if p not in target.negatives)
+    for example in merged.values():
+        positive_ids = {p.docid for p in example.positives}
+        example.negatives = [p for p in example.negatives if p.docid not in positive_ids]
+    return list(merged.values())
+
+
+# --- Tevatron --------------------------------------------------------------------------------------
+def read_tevatron(path: str | Path) -> Iterator[TrainingExample]:
+    """Tevatron training JSONL (``.jsonl`` or ``.jsonl.gz``), one example per line, streamed::
+
+        {"query_id": "3", "query": "...", "positive_passages": [{"docid": "7", "title": "", "text": "..."}],
+         "negative_passages": [...]}
+
+    ``query_id`` is optional (a :func:`text_id` hash of the query otherwise); ``title`` is optional
+    and prepended to the text; ``negative_passages`` may be missing or empty (in-batch negatives
+    only). At least one positive is required; every passage needs a ``docid`` and a non-empty text.
+    """
+    path = _existing(path, "Tevatron file")
+    return _tevatron(path)
+
+
+def _tevatron_passages(record: dict, key: str, path: Path, number: int) -> list[Passage]:
+    items = record.get(key, [])
+    if not isinstance(items, list):
+        raise InputError("expected a list of passages", path=path, line=number, field=key)
+    passages = []
+    for i, item in enumerate(items):
+        where = f"{key}[{i}]"
+        if not isinstance(item, dict):
+            raise InputError("expected a passage object", path=path, line=number, field=where)
+        docid = item.get("docid")
+        if docid is None or isinstance(docid, (dict, list, bool)) or not str(docid).strip():
+            raise InputError("missing or empty passage id", path=path, line=number, field=f"{where}.docid")
+        text, title = item.get("text"), item.get("title") or ""
+        if not isinstance(text, str) or not isinstance(title, str):
+            raise InputError("passage text and title must be strings", path=path, line=number,
+                             field=f"{where}.text")
+        contents = _nonempty(_join_title(title, text), f"passage {str(docid).strip()!r}", path, number,
+                             f"{where}.text")
+        passages.append(Passage(str(docid).strip(), contents))
+    return passages
+
+
+def _tevatron(path: Path) -> Iterator[TrainingExample]:
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not valid JSON: {exc.msg}", path=path, line=number) from None
+        if not isinstance(record, dict):
+            raise InputError("expected a JSON object", path=path, line=number)
+        query = record.get("query")
+        if not isinstance(query, str):
+            raise InputError("missing query text (a string)", path=path, line=number, field="query")
+        query = _nonempty(query, "query", path, number, "query")
+        qid = record.get("query_id")
+        if qid is None:
+            qid = text_id(query)
+        elif isinstance(qid, (dict, list, bool)) or not str(qid).strip():
+            raise InputError("query id must be a non-empty string or number", path=path, line=number,
+                             field="query_id")
+        positives = _tevatron_passages(record, "positive_passages", path, number)
+        if not positives:
+            raise InputError("no positive passage", path=path, line=number, field="positive_passages")
+        negatives = _tevatron_passages(record, "negative_passages", path, number)
+        yield TrainingExample(str(qid).strip(), query, positives, negatives)
+
+
+# --- BEIR train split + run file -------------------------------------------------------------------
+def _locate(path: Path, *columns: str) -> int | None:
+    """Line of ``path`` whose first whitespace-separated columns contain ``columns`` (error reports)."""
+    for number, line in _lines(path):
+        parts = line.split()
+        if parts[:1] == [columns[0]] and all(c in parts[1:3] for c in columns[1:]):
+            return number
+    return None
+
+
+def read_run(path: str | Path, queries: set[str] | None = None) -> dict[str, list[tuple[str, float, int]]]:
+    """TREC run ``qid Q0 docid rank score tag`` -> ``{qid: [(docid, score, line), ...]}`` best first.
+
+    Ordered the way ``trec_eval`` ranks: by score descending (ties: rank ascending, then docid), not by
+    the rank column, which tools fill inconsistently. A docid listed twice for a query keeps its first
+    line. ``queries`` restricts the result to those query ids (other lines are still validated).
+    """
+    path = _existing(path, "run file")
+    rows: dict[str, list[tuple[float, int, str, int]]] = {}
+    seen: set[tuple[str, str]] = set()
+    for number, line in _lines(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 6:
+            raise InputError(f"expected 'qid Q0 docid rank score tag', got {len(parts)} columns", path=path,
+                             line=number)
+        qid, _, docid, rank_text, score_text, _ = parts
+        try:
+            rank = int(rank_text)
+        except ValueError:
+            raise InputError(f"rank {rank_text!r} is not an integer", path=path, line=number, field="rank") from None
+        try:
+            score = float(score_text)
+        except ValueError:
+            raise InputError(f"score {score_text!r} is not a number", path=path, line=number, field="score") from None
+        if not math.isfinite(score):
+            raise InputError(f"score {score_text!r} is not finite", path=path, line=number, field="score")
+        if (queries is not None and qid not in queries) or (qid, docid) in seen:
+            continue
+        seen.add((qid, docid))
+        rows.setdefault(qid, []).append((-score, rank, docid, number))
+    return {qid: [(docid, -neg, number) for neg, _, docid, number in sorted(entries)]
+            for qid, entries in rows.items()}
+
+
+def read_beir_train(folder: str | Path, run: str | Path | None = None, n_negatives: int | None = 15,
+                    split: str = "train", min_relevance: int = 1) -> list[TrainingExample]:
+    """Training examples from a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``).
+
+    Positives are the documents judged ``>= min_relevance`` in the qrels (queries with none are
+    skipped); examples follow the qrels order. Hard negatives come from ``run`` (a TREC run, e.g. BM25
+    over the same corpus): the ``n_negatives`` best-scored documents that are not positives of the
+    query (``None``: all of them). Without a run, ``negatives`` is empty. A query or document id of the
+    qrels missing from the queries or the corpus, or a docid of the run missing from the corpus, is an
+    InputError with file and line. A query with fewer run negatives than asked is logged, not an error
+    (:func:`make_groups` samples with replacement).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("BEIR folder does not exist", path=folder)
+    if n_negatives is not None and n_negatives < 0:
+        raise ValueError(f"n_negatives must be non-negative, got {n_negatives}")
+    queries_path = next((folder / n for n in ("queries.jsonl", "queries.jsonl.gz") if (folder / n).exists()),
+                        folder / "queries.jsonl")
+    qrels_path = _existing(folder / "qrels" / f"{split}.tsv", f"qrels of split {split!r}")
+    corpus = load_collection(folder)
+    queries = load_query_texts(queries_path)
+    qrels = load_qrels(qrels_path)
+
+    examples: list[TrainingExample] = []
+    for qid, judged in qrels.items():
+        positive_ids = [docid for docid, rel in judged.items() if rel >= min_relevance]
+        if not positive_ids:
+            continue
+        if qid not in queries:
+            raise InputError(f"query id {qid!r} is not in {queries_path}", path=qrels_path,
+                             line=_locate(qrels_path, qid), field="query-id")
+        for docid in positive_ids:
+            if docid not in corpus:
+                raise InputError(f"document id {docid!r} is not in the corpus", path=qrels_path,
+                                 line=_locate(qrels_path, qid, docid), field="corpus-id")
+        examples.append(TrainingExample(qid, queries[qid], [Passage(d, corpus[d]) for d in positive_ids], []))
+
+    if run is not None:
+        ranked = read_run(run, {e.query_id for e in examples})
+        short = 0
+        for example in examples:
+            positives = {p.docid for p in example.positives}
+            for docid, _, number in ranked.get(example.query_id, []):
+                if docid not in corpus:
+                    raise InputError(f"document id {docid!r} is not in the corpus of {folder}", path=run,
+                                     line=number, field="docid")
+                if docid in positives or (n_negatives is not None and len(example.negatives) >= n_negatives):
+                    continue
+                example.negatives.append(Passage(docid, corpus[docid]))
+            short += n_negatives is not None and len(example.negatives) < n_negatives
+        if short:
+            logger.warning("%d of %d queries have fewer than %d negatives in %s", short, len(examples),
+                           n_negatives, run)
+    return examples
+
+
+# --- teacher scores --------------------------------------------------------------------------------
+def read_teacher_scores(path: str | Path) -> dict[str, dict[str, float]]:
+    """Teacher (cross-encoder) scores ``qid pid score``, whitespace separated -> ``{qid: {pid: score}}``.
+
+    A line without exactly three columns, a score that is not a finite number, or a (qid, pid) pair
+    given twice is an InputError with file and line. Blank lines are skipped; ``.gz`` is accepted.
+    """
+    path = _existing(path, "teacher scores file")
+    scores: dict[str, dict[str, float]] = {}
+    first: dict[tuple[str, str], int] = {}
+    for number, line in _lines(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 3:
+            raise InputError(f"expected 'qid pid score', got {len(parts)} columns", path=path, line=number)
+        qid, pid, text = parts
+        try:
+            score = float(text)
+        except ValueError:
+            raise InputError(f"score {text!r} is not a number", path=path, line=number, field="score") from None
+        if not math.isfinite(score):
+            raise InputError(f"score {text!r} is not finite", path=path, line=number, field="score")
+        if (qid, pid) in first:
+            raise InputError(f"duplicate score for query {qid!r} passage {pid!r} (first on line "
+                             f"{first[qid, pid]})", path=path, line=number, field="pid")
+        first[qid, pid] = number
+        scores.setdefault(qid, {})[pid] = score
+    return scores
+
+
+def teacher_scores_for(scores: Mapping[str, Mapping[str, float]], query_id: str,
+                       passages: Iterable[Passage]) -> list[float]:
+    """The teacher's scores of a group's passages, in group order (input of KL / MarginMSE)."""
+    row = scores.get(query_id)
+    if row is None:
+        raise InputError(f"no teacher scores for query {query_id!r}", field="qid")
+    out = []
+    for passage in passages:
+        if passage.docid not in row:
+            raise InputError(f"no teacher score for query {query_id!r} passage {passage.docid!r}", field="pid")
+        out.append(row[passage.docid])
+    return out
+
+
+# --- groups ----------------------------------------------------------------------------------------
+def make_groups(example: TrainingExample, n_negatives: int, rng: random.Random) -> list[Passage]:
+    """``[positive] + n_negatives negatives`` for one query, the layout ``info_nce`` expects.
+
+    The positive is drawn from the example's positives; negatives are drawn without replacement when
+    there are enough. With fewer than ``n_negatives``, every negative is used once (shuffled) and the
+    rest is drawn WITH replacement, so that every group has the same size (``info_nce`` needs equal
+    groups). Only ``rng`` is used: the same seed gives the same groups.
+    """
+    if n_negatives < 0:
+        raise ValueError(f"n_negatives must be non-negative, got {n_negatives}")
+    if not example.positives:
+        raise InputError(f"query {example.query_id!r} has no positive passage", field="positives")
+    positive = rng.choice(example.positives)
+    if n_negatives == 0:
+        return [positive]
+    negatives = example.negatives
+    if not negatives:
+        raise InputError(f"query {example.query_id!r} has no negative passages to draw {n_negatives} from",
+                         field="negatives")
+    if len(negatives) >= n_negatives:
+        chosen = rng.sample(negatives, n_negatives)
+    else:
+        chosen = rng.sample(negatives, len(negatives)) + rng.choices(negatives, k=n_negatives - len(negatives))
+    return [positive, *chosen]

@@ -1,0 +1,192 @@
+"""Losses for the two training phases of CSPLADE and for Lion-SP fine-tuning.
+
+Phase 1 (adaptation, CSPLADE): ``L = L_CLM + lambda * L_ReLU`` on packed corpus text.
+Phase 2 (retrieval): InfoNCE over one positive, hard negatives and all in-batch documents, plus FLOPS
+regularisation; Lion adds distillation (MarginMSE, or KL(teacher || student) mixed with InfoNCE).
+
+Every loss is a plain function of tensors so that it can be checked against numbers computed by hand.
+Scores are up-cast to float32 before soft-maxing: sparse dot products easily reach the hundreds, where
+bf16 has a resolution of about 1 and a cross-entropy computed in it would be mostly rounding noise.
+
+Label convention for the language-model losses (``clm_loss``, ``relu_clm_loss``, ``adaptation_loss``):
+``labels[..., t]`` is the token that ``logits[..., t, :]`` must predict, i.e. the labels are ALREADY
+aligned with the logit positions. Packed blocks (``packing.pack_sequences``) carry labels equal to the
+inputs, the Hugging Face convention; turn those into aligned labels with :func:`shift_labels`, which
+moves them one step left and puts ``ignore_index`` on the last position. Shifting the labels instead of
+slicing the logits avoids a copy of the ``batch x length x vocab`` tensor, the memory peak of phase 1.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+# --- phase 2: contrastive ------------------------------------------------------------------------
+def info_nce(q: torch.Tensor, d: torch.Tensor, group_size: int | None = None,
+             temperature: float | None = None) -> torch.Tensor:
+    """InfoNCE with hard and in-batch negatives (CSPLADE phase 2, Lion CL).
+
+    ``q`` is ``[Q, V]``, ``d`` is ``[Q * G, V]``: the documents of query ``i`` are ``d[i*G:(i+1)*G]``,
+    its positive first, then ``G - 1`` hard negatives. Every query is scored against EVERY document of
+    the batch (``q @ d.T``), so the other queries' positives and hard negatives are extra negatives for
+    free (global batch 32 with 15 hard negatives gives 511 negatives per query). The target of query
+    ``i`` is column ``i * G``. ``group_size`` (``G``, one positive + hard negatives) is inferred from
+    the shapes when not given.
+
+    ``temperature=None`` uses raw dot products, as Lion does for sparse models (the scale of the
+    sparse weights is learned); dense models use e.g. 0.01. Returns the mean over queries.
+
+    A document that is the positive of two queries in the same batch is a false negative for one of
+    them: the batch sampler, not this function, should avoid it.
+    """
+    if q.dim() != 2 or d.dim() != 2:
+        raise ValueError(f"info_nce expects q [Q, V] and d [D, V], got {tuple(q.shape)} and {tuple(d.shape)}")
+    if q.shape[1] != d.shape[1]:
+        raise ValueError(f"query and document vocabularies differ: {q.shape[1]} vs {d.shape[1]}")
+    n_queries, n_docs = q.shape[0], d.shape[0]
+    if n_queries == 0:
+        raise ValueError("info_nce needs at least one query")
+    if group_size is None:
+        if n_docs % n_queries:
+            raise ValueError(f"{n_docs} documents cannot be split into equal groups for {n_queries} queries")
+        group_size = n_docs // n_queries
+    if group_size < 1 or n_docs != n_queries * group_size:
+        raise ValueError(f"expected {n_queries} x {group_size} documents (positive first in each group), got {n_docs}")
+    scores = (q @ d.t()).float()
+    if temperature is not None:
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        scores = scores / temperature
+    targets = torch.arange(n_queries, device=scores.device) * group_size
+    return F.cross_entropy(scores, targets)
+
+
+def flops(reps: torch.Tensor) -> torch.Tensor:
+    """SPLADE FLOPS regulariser ``sum_v (mean_batch |w_v|)^2`` for ``reps`` of shape ``[B, V]``.
+
+    It approximates the expected number of multiplications of a query-document dot product, and
+    squaring the MEAN (not averaging squares) penalises terms that are active in many documents far
+    more than rare ones, which is what keeps posting lists short. Accumulated in float32.
+    """
+    if reps.dim() != 2 or reps.shape[0] == 0:
+        raise ValueError(f"flops expects a non-empty [B, V] batch, got {tuple(reps.shape)}")
+    return reps.abs().mean(dim=0, dtype=torch.float32).pow(2).sum()
+
+
+# --- distillation ---------------------------------------------------------------------------------
+def margin_mse(student_pos: torch.Tensor, student_neg: torch.Tensor, teacher_pos: torch.Tensor,
+               teacher_neg: torch.Tensor) -> torch.Tensor:
+    """MarginMSE (Hofstätter et al.): ``mean((s_pos - s_neg) - (t_pos - t_neg))^2``.
+
+    Only the margins are matched, not the scores, because a cross-encoder teacher and a sparse
+    dot-product student live on unrelated scales. Positives are ``[Q]``; negatives are ``[Q]`` or
+    ``[Q, N]`` (several negatives per query, each compared with the query's positive). The teacher is
+    detached: it is a target, never trained.
+    """
+    def margin(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        if pos.dim() == neg.dim() - 1:
+            pos = pos.unsqueeze(-1)
+        return pos.float() - neg.float()
+
+    student = margin(student_pos, student_neg)
+    teacher = margin(teacher_pos, teacher_neg).detach().to(student.device)
+    if student.shape != teacher.shape:
+        raise ValueError(f"student margins {tuple(student.shape)} and teacher margins {tuple(teacher.shape)} differ")
+    return F.mse_loss(student, teacher)
+
+
+def kl_distillation(student_scores: torch.Tensor, teacher_scores: torch.Tensor,
+                    temperature: float = 1.0) -> torch.Tensor:
+    """``KL(teacher || student)`` over each query's candidate list, averaged over queries.
+
+    Both inputs are ``[Q, C]`` scores of the same candidates (Lion: the positive and 16 hard
+    negatives); each row is turned into a distribution with a softmax at ``temperature``. The
+    direction KL(teacher || student) = ``sum_c p_t (log p_t - log p_s)`` makes the student cover
+    every candidate the teacher finds plausible. No ``T^2`` gradient rescaling is applied (at the
+    default ``T = 1`` it makes no difference).
+    """
+    if student_scores.shape != teacher_scores.shape or student_scores.dim() != 2:
+        raise ValueError(f"expected two [Q, C] score matrices, got {tuple(student_scores.shape)} and "
+                         f"{tuple(teacher_scores.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    log_student = F.log_softmax(student_scores.float() / temperature, dim=-1)
+    log_teacher = F.log_softmax(teacher_scores.detach().float().to(log_student.device) / temperature, dim=-1)
+    return F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
+
+
+def cl_kd(cl_loss: torch.Tensor, kd_loss: torch.Tensor, weight: float = 0.5) -> torch.Tensor:
+    """Lion's CL+KD objective: ``(1 - weight) * cl_loss + weight * kd_loss``.
+
+    ``weight`` is the share of the distillation term; the default 0.5 is Lion's plain mean of InfoNCE
+    and KL(teacher || student).
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {weight}")
+    return (1.0 - weight) * cl_loss + weight * kd_loss
+
+
+# --- phase 1: adaptation --------------------------------------------------------------------------
+def shift_labels(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Turn Hugging Face style labels (equal to the inputs) into labels aligned with the logits.
+
+    ``out[..., t] = labels[..., t + 1]`` and the last position, which has nothing to predict, gets
+    ``ignore_index``. Use it on ``pack_sequences`` output before :func:`adaptation_loss`.
+    """
+    shifted = torch.full_like(labels, ignore_index)
+    shifted[..., :-1] = labels[..., 1:]
+    return shifted
+
+
+def _token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)} "
+                         "(labels must already be aligned with the logit positions; see shift_labels)")
+    if not bool((labels != ignore_index).any()):
+        raise ValueError("every label is ignore_index: the loss would be NaN")
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                           ignore_index=ignore_index)
+
+
+def clm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Next-token cross-entropy, ``L_CLM``, mean over the positions whose label is not ``ignore_index``.
+
+    ``logits`` is ``[..., T, V]``, ``labels`` is ``[..., T]`` ALIGNED with the logit positions: the
+    caller shifts (see :func:`shift_labels` and the module docstring).
+    """
+    return _token_cross_entropy(logits, labels, ignore_index)
+
+
+def relu_clm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """``L_ReLU`` of CSPLADE phase 1: the next-token cross-entropy computed on ``log(1 + relu(logits))``.
+
+    Those transformed logits are exactly the per-position SPLADE weights the retrieval model will pool.
+    Training them as a next-token distribution keeps the weights of likely terms positive, so the ReLU
+    does not start phase 2 mostly dead (zero gradient): the instability CSPLADE reports without it.
+    Same label convention as :func:`clm_loss`.
+    """
+    return _token_cross_entropy(torch.log1p(torch.relu(logits.float())), labels, ignore_index)
+
+
+class AdaptationLoss(NamedTuple):
+    """The phase-1 objective and its two parts (log the parts: L_ReLU should fall along with L_CLM)."""
+
+    total: torch.Tensor
+    clm: torch.Tensor
+    relu: torch.Tensor
+
+
+def adaptation_loss(logits: torch.Tensor, labels: torch.Tensor, relu_weight: float = 1.0,
+                    ignore_index: int = IGNORE_INDEX) -> AdaptationLoss:
+    """CSPLADE phase 1: ``L_CLM + relu_weight * L_ReLU`` (``relu_weight`` is lambda, 1 in the paper).
+
+    Labels are aligned with the logits (see :func:`shift_labels`). Returns ``(total, clm, relu)``.
+    """
+    clm = clm_loss(logits, labels, ignore_index)
+    relu = relu_clm_loss(logits, labels, ignore_index)
+    return AdaptationLoss(clm + relu_weight * relu, clm, relu)
