@@ -135,6 +135,24 @@ def run_bm25(task: Task, args) -> dict:
             "search_ms": sstats.search_ms_per_query}
 
 
+def run_splade(task: Task, model_dir: str, args) -> dict:
+    from csplade_pyserini.baselines import splade_encode, splade_query_encoder
+    from csplade_pyserini.index import build_index
+    from csplade_pyserini.search import search
+
+    name = f"{task.name}.{Path(model_dir).name}"
+    enc = splade_encode(model_dir, task.documents, ENCODE_DIR / name)
+    stats = build_index(ENCODE_DIR / name, INDEX_DIR / name, threads=args.threads)
+    run_path = RUNS_DIR / f"run.{name}.{task.topics_name}.txt"
+    _, sstats = search(INDEX_DIR / name, task.topics, splade_query_encoder(model_dir), hits=args.hits,
+                       threads=args.threads, output=run_path, tag=Path(model_dir).name)
+    return {"system": f"{Path(model_dir).name} (Pyserini SPLADE encoder)", "run": str(run_path),
+            "encode_s": enc["encode_seconds"], "docs_per_s": len(task.documents) / enc["encode_seconds"],
+            "terms_per_doc": stats["avg_terms_per_doc"], "terms_per_query": sstats.avg_query_terms,
+            "index_mb": stats["size_bytes"] / 2**20, "query_encode_ms": sstats.encode_ms_per_query,
+            "search_ms": sstats.search_ms_per_query, "postings_per_query": sstats.flops_per_query}
+
+
 def results_table(rows: list[dict], measure_names: list[str]) -> str:
     columns = measure_names + ["terms_per_doc", "terms_per_query", "index_mb", "docs_per_s", "search_ms"]
     lines = ["| system | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
@@ -159,9 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="judged documents + a sample, labelled QUICK")
     parser.add_argument("--quick-sample", type=int, default=500)
     parser.add_argument("--no-bm25", action="store_true", help="skip the BM25 reference row")
+    parser.add_argument("--splade", default=None, metavar="DIR",
+                        help="also run a SPLADE (BERT MLM) model, e.g. ../shared/models/splade-tiny")
+    parser.add_argument("--no-csplade", action="store_true", help="baselines only")
     parser.add_argument("--hits", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--report", default=None, help="JSON report path (default eval/<collection>.<topics>.json)")
     parser.add_argument("--max-tokens", type=int, default=8192, help="padded tokens per encoding batch")
     return parser
 
@@ -177,14 +199,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     if not args.no_bm25:
         rows.append(run_bm25(task, args))
-    for spec in args.encoder or ["csplade"]:
+    if args.splade:
+        rows.append(run_splade(task, args.splade, args))
+    for spec in [] if args.no_csplade else (args.encoder or ["csplade"]):
         rows.append(run_csplade(task, spec, args))
     for row in rows:
         row["scores"] = evaluate_run(row["run"], task.qrels, measures)
     names = [str(m) for m in measures]
     table = results_table(rows, names)
     report = {"label": task.label, "topics": task.topics_name, "quick": args.quick, "rows": rows}
-    out = EVAL_DIR / f"{task.name}.{task.topics_name}.json"
+    out = Path(args.report) if args.report else EVAL_DIR / f"{task.name}.{task.topics_name}.json"
     with atomic_file(out) as handle:
         json.dump(report, handle, indent=2)
     with atomic_file(EVAL_DIR / f"results-{task.name}.md") as handle:

