@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -38,8 +39,13 @@ class CspladeDocumentEncoder(DocumentEncoder):
                **_ignored) -> list[dict[str, int]]:
         if titles is not None:
             texts = [join_title(title, text) for title, text in zip(titles, texts)]
-        if max_length is not None and max_length != self.model.card.max_doc_length and not self._warned:
-            logger.info("using --max-length %d (the model card says %d)", max_length, self.model.card.max_doc_length)
+        # pyserini.encode always passes its --max-length default (256); the model card is authoritative
+        # unless the user typed the flag.
+        if "--max-length" not in sys.argv:
+            max_length = None
+        elif max_length != self.model.card.max_doc_length and not self._warned:
+            logger.warning("using --max-length %d although the model card says %d", max_length,
+                           self.model.card.max_doc_length)
             self._warned = True
         return self.model.encode(list(texts), kind="doc", max_length=max_length)
 

@@ -32,7 +32,8 @@ def dequantize_vector(vector: Mapping[str, int], scale: float) -> dict[str, floa
 
 
 def quantize_tensor(weights, scale: float):
-    """Vectorised :func:`quantize_weight` on a torch tensor of non-negative weights (same rounding)."""
+    """Vectorised :func:`quantize_weight` on a tensor of non-negative weights; computed in float64 so
+    that it rounds exactly like the scalar rule on the same values (float32 ``0.005 * 100`` is 0.5)."""
     import torch
 
-    return torch.floor(weights * scale + 0.5).to(torch.int32)
+    return torch.floor(weights.double() * scale + 0.5).to(torch.int32)

@@ -1,0 +1,272 @@
+"""Checkpoints: portable model folders, exact resume, and export of a merged standalone model.
+
+A checkpoint folder is a model first and a training snapshot second::
+
+    checkpoint-500/
+      csplade_card.json        the model card; ``adapter`` is "adapter" (relative to this folder)
+      adapter/                 the peft LoRA adapter (save_pretrained)          -- LoRA training
+      model/                   the whole fine-tuned LM + tokenizer; card backbone "model"  -- --full
+      trainer_state.pt         optimizer, scheduler, RNG states, step (only for resuming)
+
+so ``csplade:checkpoint-500`` works wherever Pyserini takes an ``--encoder``. Nothing inside holds an
+absolute path: the card's backbone is the reference the user gave (``smollm2``, a hub id, or a local
+folder; a relative local folder is rewritten relative to the card), and the adapter's own
+``base_model_name_or_path`` and README name that same reference instead of the folder it was loaded
+from (which, for the default backbone, is a cache folder on this machine only).
+
+Exact resume: the trainer state holds the optimizer and scheduler states, the Python / NumPy / torch
+(CPU and CUDA) RNG states and the step. The data position is a pure function of the step and the
+seed (see ``loop.py``), so a resumed run replays exactly the batches and dropout masks of an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from csplade_pyserini.errors import InputError
+from csplade_pyserini.model.card import CARD_NAME, ModelCard
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_DIR = "adapter"
+MODEL_DIR = "model"
+STATE_NAME = "trainer_state.pt"
+CHECKPOINT_PREFIX = "checkpoint-"
+FINAL_DIR = "final"
+_SPECIAL_BACKBONES = ("smollm2", "default")
+_CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
+
+
+# --- portable references ---------------------------------------------------------------------------
+def portable_backbone(ref: str, card_dir: str | Path) -> str:
+    """The backbone reference to write into a card saved in ``card_dir``.
+
+    Names (``smollm2``, hub ids) and absolute paths are kept as given; a RELATIVE local path (relative
+    to the working directory, as the user typed it) is rewritten relative to ``card_dir``, because a
+    card's paths are resolved against the card's folder.
+    """
+    if ref in _SPECIAL_BACKBONES:
+        return ref
+    path = Path(ref).expanduser()
+    if path.is_absolute() or not path.exists():
+        return ref
+    return os.path.relpath(os.path.abspath(path), os.path.abspath(card_dir))
+
+
+@contextlib.contextmanager
+def _named_as(model, ref: str):
+    """Temporarily make the model (and its peft config) name ``ref`` as its origin while saving, so
+    that ``adapter_config.json`` and the README do not record a local cache folder."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config
+    old_name = getattr(config, "_name_or_path", None)
+    peft_configs = getattr(model, "peft_config", {}) or {}
+    old_peft = {k: c.base_model_name_or_path for k, c in peft_configs.items()}
+    try:
+        config._name_or_path = ref
+        for c in peft_configs.values():
+            c.base_model_name_or_path = ref
+        yield
+    finally:
+        config._name_or_path = old_name
+        for k, c in peft_configs.items():
+            c.base_model_name_or_path = old_peft[k]
+
+
+def is_peft_model(model) -> bool:
+    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+
+
+# --- saving ----------------------------------------------------------------------------------------
+def write_model_folder(folder: Path, model, tokenizer, card: ModelCard) -> ModelCard:
+    """Write the card and the weights (adapter or full model) of ``model`` into ``folder`` (existing).
+
+    ``card.backbone`` must already be the portable reference for ``folder``. Returns the saved card.
+    """
+    if is_peft_model(model):
+        with _named_as(model, card.backbone):
+            model.save_pretrained(str(folder / ADAPTER_DIR))
+        saved = card.replace(adapter=ADAPTER_DIR)
+    else:
+        with _named_as(model, card.backbone):
+            model.save_pretrained(str(folder / MODEL_DIR))
+        tokenizer.save_pretrained(str(folder / MODEL_DIR))
+        saved = card.replace(backbone=MODEL_DIR, adapter=None)
+    saved.save(folder)
+    return saved
+
+
+def rng_state() -> dict[str, Any]:
+    import numpy as np
+
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (name, keys.tolist(), int(pos), int(has_gauss), float(cached)),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np
+
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(folder: str | Path, model, tokenizer, card: ModelCard,
+                    trainer_state: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint atomically (a crash mid-save never leaves a half checkpoint that a resume
+    would pick up). ``card.backbone`` is the reference as given by the user; it is made portable here."""
+    from csplade_pyserini.atomic import atomic_dir
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    portable = card.replace(backbone=portable_backbone(card.backbone, folder))
+    with atomic_dir(folder) as tmp:
+        write_model_folder(tmp, model, tokenizer, portable)
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / STATE_NAME)
+    logger.info("saved checkpoint %s", folder)
+    return folder
+
+
+def load_trainer_state(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / STATE_NAME
+    if not path.exists():
+        raise InputError(f"not a resumable checkpoint (no {STATE_NAME})", path=folder)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def checkpoint_step(folder: Path) -> int | None:
+    match = _CHECKPOINT_RE.match(folder.name)
+    return int(match.group(1)) if match else None
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete ``checkpoint-N`` folders of a run, oldest first."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = [p for p in output_dir.iterdir()
+             if p.is_dir() and checkpoint_step(p) is not None and (p / STATE_NAME).exists()]
+    return sorted(found, key=checkpoint_step)
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    found = list_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def rotate_checkpoints(output_dir: str | Path, keep: int | None) -> None:
+    """Delete the oldest ``checkpoint-N`` folders beyond the ``keep`` most recent."""
+    if not keep or keep < 1:
+        return
+    for old in list_checkpoints(output_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+        logger.info("removed old checkpoint %s", old)
+
+
+def load_adapter_weights(model, checkpoint: str | Path) -> None:
+    """Put the adapter weights of ``checkpoint`` into an already wrapped peft ``model`` (exact copy)."""
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    folder = Path(checkpoint) / ADAPTER_DIR
+    weights = folder / "adapter_model.safetensors"
+    if not weights.exists():
+        raise InputError("checkpoint has no adapter weights (adapter/adapter_model.safetensors)", path=checkpoint)
+    result = set_peft_model_state_dict(model, load_file(str(weights)))
+    unexpected = getattr(result, "unexpected_keys", None)
+    if unexpected:
+        raise InputError(f"adapter weights do not fit the model: unexpected keys {unexpected[:3]}", path=weights)
+
+
+def load_full_weights(model, checkpoint: str | Path) -> None:
+    """Copy the weights of a ``--full`` checkpoint's ``model/`` folder into ``model`` (exact copy)."""
+    from safetensors.torch import load_file
+
+    folder = Path(checkpoint) / MODEL_DIR
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise InputError("checkpoint has no model weights (model/*.safetensors)", path=checkpoint)
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        state.update(load_file(str(file)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {name for name in missing if "lm_head" in name or "embed_tokens" in name}
+    if unexpected or set(missing) - tied:
+        raise InputError(f"model weights do not fit: missing {sorted(set(missing) - tied)[:3]}, "
+                         f"unexpected {unexpected[:3]}", path=folder)
+
+
+def resolve_adapter_dir(path: str | Path) -> Path:
+    """An adapter folder, or a checkpoint folder whose card names one (``--init-adapter``)."""
+    path = Path(path)
+    if (path / "adapter_config.json").exists():
+        return path
+    if (path / CARD_NAME).exists():
+        card = ModelCard.load(path)
+        if not card.adapter:
+            raise InputError("this checkpoint has no adapter (a --full checkpoint? pass its model/ folder as "
+                             "--backbone instead)", path=path)
+        adapter = Path(card.adapter)
+        return adapter if adapter.is_absolute() else path / adapter
+    raise InputError("neither a peft adapter folder (adapter_config.json) nor a checkpoint (csplade_card.json)",
+                     path=path)
+
+
+# --- export ----------------------------------------------------------------------------------------
+def export_merged(checkpoint: str | Path, output_dir: str | Path, dtype: str = "float32") -> Path:
+    """Merge a checkpoint's LoRA adapter into its backbone and write a standalone model folder.
+
+    The folder holds ``config.json``, the weights, the tokenizer and a card with ``backbone: "."`` and
+    no adapter, so it loads with ``csplade:OUTPUT_DIR`` (or plain transformers) without the original
+    backbone.
+    """
+    from csplade_pyserini.atomic import atomic_dir
+    from csplade_pyserini.model.backbone import apply_adapter, load_causal_lm, load_tokenizer, resolve_backbone
+
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / CARD_NAME).exists():
+        raise InputError(f"not a checkpoint folder (no {CARD_NAME})", path=checkpoint)
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise InputError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}", field="dtype")
+    card = ModelCard.load(checkpoint)
+    base_dir = checkpoint.resolve()
+    source = resolve_backbone(card.backbone, base_dir)
+    tokenizer = load_tokenizer(source)
+    # Merge in float32 whatever the target precision, then cast once.
+    model = load_causal_lm(source, dtype="float32")
+    if card.adapter:
+        adapter = Path(card.adapter)
+        model = apply_adapter(model, adapter if adapter.is_absolute() else base_dir / adapter, merge=True)
+    model = model.to(getattr(torch, dtype))
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    output_dir = Path(output_dir)
+    with atomic_dir(output_dir) as tmp:
+        with _named_as(model, "."):
+            model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        notes = dict(card.notes)
+        notes["exported_from"] = {"adapter": bool(card.adapter), "dtype": dtype}
+        card.replace(backbone=".", adapter=None, notes=notes).save(tmp)
+    logger.info("exported a merged standalone model to %s", output_dir)
+    return output_dir

@@ -1,0 +1,111 @@
+"""Shared fixtures: the real SmolLM2 tokenizer with tiny random Llama models built from a config.
+
+Real backbones are too slow for the default test run; a 2-layer Llama with SmolLM2's tokenizer
+exercises exactly the same code paths (tokenisation, term mapping, pooling, Anserini) in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from csplade_pyserini.paths import shared_dir
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shared() -> Path:
+    found = shared_dir()
+    if found is None:
+        raise RuntimeError("../shared is required by the tests (set CSPLADE_SHARED)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    from transformers import AutoTokenizer
+
+    from csplade_pyserini.model.backbone import smollm2_gguf
+
+    gguf = smollm2_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    folder = tmp_path_factory.mktemp("smollm2-tokenizer")
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def make_tiny_llama(folder: Path, tokenizer_dir: Path, seed: int = 0, **card) -> Path:
+    """A 2-layer random Llama with the SmolLM2 vocabulary, saved as a CSPLADE checkpoint folder."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from csplade_pyserini.model.card import ModelCard
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForCausalLM(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    defaults = {"backbone": ".", "doc_top_k": 48, "query_top_k": 16, "dtype": "float32", "max_doc_length": 128}
+    ModelCard(**{**defaults, **card}).save(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tokenizer_dir) -> Path:
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "ckpt", tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_checkpoint):
+    from csplade_pyserini.model.encoder import CspladeModel
+
+    return CspladeModel.from_spec(f"csplade:{tiny_checkpoint}", cache=False)
+
+
+def run_python(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = True,
+               timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python ARGS`` with the test interpreter (the literal CLI commands a user types)."""
+    result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, "CSPLADE_LOG": "WARNING", **(env or {})})
+    if check and result.returncode != 0:
+        raise AssertionError(f"python {' '.join(args)} failed ({result.returncode}):\n"
+                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def scifact_slice(folder: Path, n_queries: int = 12, extra_docs: int = 30) -> tuple[Path, Path, Path]:
+    """A real SciFact slice: the judged documents of the first test queries plus other documents.
+
+    Returns (corpus folder holding only corpus.jsonl, topics TSV, qrels file)."""
+    from csplade_pyserini.datasets import load_qrels, read_queries
+
+    base = shared() / "data" / "beir" / "scifact"
+    qrels = load_qrels(base / "qrels" / "test.tsv")
+    queries = read_queries(base / "queries.jsonl")
+    chosen = sorted(qrels)[:n_queries]
+    judged = {d for q in chosen for d in qrels[q]}
+    corpus = folder / "corpus"
+    corpus.mkdir(parents=True)
+    kept = 0
+    with open(base / "corpus.jsonl", encoding="utf-8") as src, open(corpus / "corpus.jsonl", "w", encoding="utf-8") as dst:
+        for line in src:
+            docid = json.loads(line)["_id"]
+            if docid in judged or kept < extra_docs:
+                dst.write(line)
+                kept += docid not in judged
+    topics = folder / "topics.tsv"
+    topics.write_text("".join(f"{q}\t{queries[q]}\n" for q in chosen), encoding="utf-8")
+    qrels_path = folder / "qrels.txt"
+    qrels_path.write_text("".join(f"{q} 0 {d} {r}\n" for q in chosen for d, r in qrels[q].items()), encoding="utf-8")
+    return corpus, topics, qrels_path

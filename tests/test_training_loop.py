@@ -1,0 +1,421 @@
+"""Trainers, checkpoints, export and the train CLI, on a tiny random Llama with the SmolLM2 tokenizer.
+
+Everything runs on CPU with one torch thread; each training run is a handful of steps on toy data
+(8 queries whose relevant passage shares a rare word with the query).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from csplade_pyserini.errors import InputError
+from csplade_pyserini.model.card import CARD_NAME, ModelCard
+from csplade_pyserini.model.encoder import CspladeModel
+from csplade_pyserini.training import checkpoint as ckpt
+from csplade_pyserini.training.data import Passage, TrainingExample
+from csplade_pyserini.training.loop import (
+    AdaptConfig,
+    AdaptTrainer,
+    ContrastiveConfig,
+    ContrastiveTrainer,
+    EvalSet,
+    evaluate_retrieval,
+    read_log,
+)
+
+SPLADE_TINY = Path("/work/shared/models/splade-tiny")
+RARE = ["zebra", "volcano", "saxophone", "glacier", "cactus", "lighthouse", "pyramid", "octopus"]
+FILLER = ["the report describes results", "a study of many things", "general notes about the weather",
+          "information on common topics", "the meeting covered plans", "some text about nothing special"]
+
+
+# --- fixtures --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from csplade_pyserini.model.backbone import smollm2_gguf
+
+    gguf = smollm2_gguf()
+    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, tokenizer) -> Path:
+    """A folder holding ``backbone/``: a tiny random Llama (2 layers, hidden 32) + the SmolLM2 tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    root = tmp_path_factory.mktemp("training")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, eos_token_id=tokenizer.eos_token_id,
+                         bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(root / "backbone")
+    tokenizer.save_pretrained(root / "backbone")
+    return root
+
+
+@pytest.fixture(scope="module")
+def backbone(workdir) -> str:
+    return str(workdir / "backbone")
+
+
+def toy_examples() -> list[TrainingExample]:
+    examples = []
+    for i, word in enumerate(RARE):
+        negatives = [Passage(f"n{i}-{j}", f"{FILLER[(i + j) % len(FILLER)]} where {j}") for j in range(3)]
+        examples.append(TrainingExample(f"q{i}", f"where is the {word}",
+                                        [Passage(f"d{i}", f"the {word} is described here in detail")], negatives))
+    return examples
+
+
+def toy_eval_set() -> EvalSet:
+    examples = toy_examples()
+    docs = {p.docid: p.text for e in examples for p in e.positives + e.negatives}
+    return EvalSet({e.query_id: e.query for e in examples}, docs, {e.query_id: {e.positives[0].docid: 1}
+                                                                  for e in examples})
+
+
+@pytest.fixture(scope="module")
+def toy_beir(workdir) -> Path:
+    """The toy set as a BEIR folder, with a 'BM25' run listing every document for every query."""
+    folder = workdir / "toy-beir"
+    (folder / "qrels").mkdir(parents=True)
+    examples = toy_examples()
+    with open(folder / "corpus.jsonl", "w") as corpus, open(folder / "queries.jsonl", "w") as queries, \
+            open(folder / "qrels" / "train.tsv", "w") as qrels, open(workdir / "toy.run", "w") as run:
+        qrels.write("query-id\tcorpus-id\tscore\n")
+        docs = [p for e in examples for p in e.positives + e.negatives]
+        for doc in docs:
+            corpus.write(json.dumps({"_id": doc.docid, "title": "", "text": doc.text}) + "\n")
+        for e in examples:
+            queries.write(json.dumps({"_id": e.query_id, "text": e.query}) + "\n")
+            qrels.write(f"{e.query_id}\t{e.positives[0].docid}\t1\n")
+            for rank, doc in enumerate(docs, start=1):
+                run.write(f"{e.query_id} Q0 {doc.docid} {rank} {100 - rank} toy\n")
+    return folder
+
+
+def contrastive_config(backbone: str, output: Path, **changes) -> ContrastiveConfig:
+    values = dict(output_dir=str(output), backbone=backbone, per_device_batch_size=4, negatives=1, max_steps=12,
+                  learning_rate=1e-3, warmup_fraction=0.0, lora_rank=8, lora_alpha=16, lora_dropout=0.0,
+                  max_query_length=16, max_doc_length=24, flops_query_weight=1e-4, flops_doc_weight=1e-4,
+                  progress=False, seed=7)
+    values.update(changes)
+    return ContrastiveConfig(**values)
+
+
+def adapter_weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / ckpt.ADAPTER_DIR / "adapter_model.safetensors"))
+
+
+def text_files(folder: Path):
+    for path in folder.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".md", ".txt", ".jinja", ".yaml"):
+            yield path
+
+
+# --- phase 1 ---------------------------------------------------------------------------------------
+ADAPT_TEXTS = [f"the cat sat on the mat and the dog sat on the log number {i % 3}" for i in range(40)]
+
+
+def _fixed_loss(trainer) -> float:
+    trainer.model.eval()
+    with torch.no_grad():
+        loss, _ = trainer.micro_loss([(0, i, i) for i in range(4)], 0)
+    trainer.model.train()
+    return loss.item()
+
+
+def test_adaptation_lowers_loss(backbone, tmp_path):
+    config = AdaptConfig(output_dir=str(tmp_path), backbone=backbone, seq_len=32, per_device_batch_size=4,
+                         max_steps=12, learning_rate=1e-2, warmup_fraction=0.0, lora_rank=8, lora_alpha=16,
+                         lora_dropout=0.0, progress=False)
+    trainer = AdaptTrainer(config, texts=ADAPT_TEXTS)
+    trainer.setup()
+    before = _fixed_loss(trainer)
+    result = trainer.train()
+    after = _fixed_loss(trainer)
+    assert after < before - 1.0, (before, after)
+    log = read_log(tmp_path / "train_log.jsonl")
+    assert [e["step"] for e in log] == list(range(1, 13))
+    assert {"loss", "clm", "relu", "lr", "elapsed", "peak_rss_mb", "positive_logits"} <= log[0].keys()
+    assert log[-1]["relu"] < log[0]["relu"] and log[-1]["clm"] < log[0]["clm"]
+    assert abs(log[0]["loss"] - (log[0]["clm"] + log[0]["relu"])) < 1e-3  # lambda = 1
+    assert result.final_dir is not None and (result.final_dir / CARD_NAME).exists()
+
+
+def test_masked_next_token_adaptation_is_bidirectional(backbone, tmp_path):
+    config = AdaptConfig(output_dir=str(tmp_path), backbone=backbone, variant="bidirectional", objective="mntp",
+                         seq_len=32, per_device_batch_size=4, max_steps=12, learning_rate=1e-2,
+                         warmup_fraction=0.0, lora_rank=8, lora_alpha=16, lora_dropout=0.0, mask_fraction=0.3,
+                         progress=False)
+    trainer = AdaptTrainer(config, texts=ADAPT_TEXTS)
+    trainer.setup()
+    # masking: position i-1 predicts the ORIGINAL token i for every masked i; the rest is ignored
+    ids = trainer.blocks[:4]
+    positions = [(0, i, i) for i in range(4)]
+    masked, labels = trainer.mask(ids, positions)
+    chosen = masked != ids
+    assert chosen.any() and not chosen[:, 0].any()
+    assert torch.equal(labels[:, :-1][chosen[:, 1:]], ids[:, 1:][chosen[:, 1:]])
+    assert (labels[:, :-1][~chosen[:, 1:]] == -100).all() and (labels[:, -1] == -100).all()
+    assert torch.equal(trainer.mask(ids, positions)[0], masked)  # same positions, same mask (resume)
+    # attention is bidirectional: changing the LAST token changes the hidden state of the FIRST one
+    with torch.no_grad():
+        edited = ids[:1].clone()
+        edited[0, -1] = (edited[0, -1] + 1) % 1000
+        ones = torch.ones_like(edited)
+        first = trainer.encoder.hidden_states(ids[:1], ones)[0, 0]
+        second = trainer.encoder.hidden_states(edited, ones)[0, 0]
+    assert not torch.allclose(first, second)
+    before = _fixed_loss(trainer)
+    trainer.train()
+    assert _fixed_loss(trainer) < before - 1.0
+
+
+# --- phase 2 ---------------------------------------------------------------------------------------
+def test_contrastive_lowers_loss_and_changes_ranking(backbone, tmp_path):
+    eval_set = toy_eval_set()
+    config = contrastive_config(backbone, tmp_path, max_steps=16, eval_steps=8)
+    trainer = ContrastiveTrainer(config, examples=toy_examples(), eval_set=eval_set)
+    trainer.setup()
+    before = evaluate_retrieval(trainer.sparse_encoder(), eval_set)
+    result = trainer.train()
+    log = read_log(tmp_path / "train_log.jsonl")
+    losses = [e["loss"] for e in log]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    for key in ("cl", "flops_q", "flops_d", "lambda_q", "nnz_q", "nnz_d", "zero_q", "zero_d", "zero_share", "lr",
+                "elapsed", "peak_rss_mb"):
+        assert key in log[0], key
+    assert log[0]["lambda_q"] == 0.0 and log[-1]["lambda_q"] > 0.0  # quadratic FLOPS warm-up
+    evals = read_log(tmp_path / "train_log.jsonl", event="eval")
+    assert [e["step"] for e in evals] == [8, 16] and all(0.0 <= e["ndcg@10"] <= 1.0 for e in evals)
+    after = result.evals[-1]
+    ranking = lambda run: {q: sorted(d, key=d.get, reverse=True)[:5] for q, d in run.items()}  # noqa: E731
+    assert ranking(after["_run"]) != ranking(before["_run"])
+    assert after["ndcg@10"] > before["ndcg@10"]
+
+
+@pytest.mark.parametrize("variant", ["echo", "bidirectional"])
+def test_contrastive_variants_and_options_run(backbone, tmp_path, variant):
+    """Other variants, gradient checkpointing, accumulation and bf16 run and produce loadable checkpoints."""
+    config = contrastive_config(backbone, tmp_path, variant=variant, max_steps=2, gradient_accumulation_steps=2,
+                                per_device_batch_size=2, gradient_checkpointing=True,
+                                dtype="bfloat16" if variant == "echo" else "float32")
+    result = ContrastiveTrainer(config, examples=toy_examples()).train()
+    log = read_log(tmp_path / "train_log.jsonl")
+    assert len(log) == 2 and all(torch.isfinite(torch.tensor(e["loss"])) for e in log)
+    card = ModelCard.load(result.final_dir)
+    assert card.variant == variant and card.adapter == "adapter"
+
+
+def test_cl_kd_with_teacher_scores_from_cli(backbone, toy_beir, workdir, tmp_path):
+    """score-teacher (splade-tiny) writes qid pid score lines; contrastive CL+KD and KD (MarginMSE) train on
+    them from the CLI, BEIR folder + run as data."""
+    from csplade_pyserini.train import main
+    from csplade_pyserini.training.data import read_teacher_scores
+
+    scores = tmp_path / "teacher.txt"
+    assert main(["score-teacher", "--teacher", str(SPLADE_TINY), "--run", str(workdir / "toy.run"), "--data",
+                 str(toy_beir), "--top-k", "6", "--output", str(scores)]) == 0
+    teacher = read_teacher_scores(scores)
+    assert len(teacher) == 8 and all(len(row) == 6 for row in teacher.values())
+    assert max(teacher["q0"], key=teacher["q0"].get) == "d0"  # a real SPLADE model finds the rare word
+    common = ["--data", str(toy_beir), "--run", str(workdir / "toy.run"), "--teacher-scores", str(scores),
+              "--backbone", backbone, "--per-device-batch-size", "2", "--negatives", "2", "--max-steps", "3",
+              "--learning-rate", "1e-3", "--warmup-fraction", "0", "--lora-rank", "4", "--max-doc-length", "24",
+              "--no-progress", "--threads", "1"]
+    assert main(["contrastive", *common, "--objective", "clkd", "--kd-loss", "kl",
+                 "--output-dir", str(tmp_path / "clkd")]) == 0
+    log = read_log(tmp_path / "clkd" / "train_log.jsonl")
+    assert len(log) == 3 and all("cl" in e and "kd" in e for e in log)
+    assert all(e["kd"] >= 0 for e in log)
+    assert main(["contrastive", *common, "--objective", "kd", "--kd-loss", "margin-mse",
+                 "--output-dir", str(tmp_path / "kd")]) == 0
+    log = read_log(tmp_path / "kd" / "train_log.jsonl")
+    assert len(log) == 3 and all("kd" in e and "cl" not in e for e in log)
+    assert CspladeModel.from_spec(f"csplade:{tmp_path / 'kd' / 'final'}", cache=False).encode(["zebra"], "query")[0]
+
+
+def test_missing_teacher_scores_is_an_input_error(backbone, toy_beir, workdir, tmp_path):
+    config = contrastive_config(backbone, tmp_path, data=str(toy_beir), run=str(workdir / "toy.run"),
+                                objective="clkd")
+    with pytest.raises(InputError, match="teacher scores"):
+        ContrastiveTrainer(config).train()
+
+
+# --- checkpoints -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("full", [False, True], ids=["lora", "full"])
+def test_resume_gives_the_same_weights(backbone, tmp_path, full):
+    """6 steps in one go == 3 steps, a checkpoint, then --resume for the rest (dropout, accumulation,
+    FLOPS warm-up, cosine schedule and shuffled data all included)."""
+    def config(out, **changes):
+        return contrastive_config(backbone, tmp_path / out, max_steps=6, save_steps=3, lora_dropout=0.1,
+                                  per_device_batch_size=2, gradient_accumulation_steps=2, warmup_fraction=0.2,
+                                  full=full, learning_rate=1e-4 if full else 1e-3, **changes)
+
+    whole = ContrastiveTrainer(config("whole"), examples=toy_examples()).train()
+    stopped = ContrastiveTrainer(config("parts", stop_after=3), examples=toy_examples()).train()
+    assert stopped.final_dir is None and stopped.step == 3
+    assert (tmp_path / "parts" / "checkpoint-3" / ckpt.STATE_NAME).exists()
+    resumed = ContrastiveTrainer(config("parts", resume="latest"), examples=toy_examples()).train()
+    assert resumed.step == 6
+    if full:
+        a = load_file(str(whole.final_dir / ckpt.MODEL_DIR / "model.safetensors"))
+        b = load_file(str(resumed.final_dir / ckpt.MODEL_DIR / "model.safetensors"))
+        start = load_file(str(Path(backbone) / "model.safetensors"))
+    else:
+        a, b = adapter_weights(whole.final_dir), adapter_weights(resumed.final_dir)
+        start = adapter_weights(tmp_path / "parts" / "checkpoint-3")
+    assert a.keys() == b.keys() and a
+    for name in a:
+        assert torch.allclose(a[name], b[name], rtol=0, atol=1e-7), name
+    assert any(not torch.equal(a[n], start[n]) for n in a if n in start)
+    steps = [e["step"] for e in read_log(tmp_path / "parts" / "train_log.jsonl")]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    losses = [e["loss"] for e in read_log(tmp_path / "whole" / "train_log.jsonl")]
+    assert losses == pytest.approx([e["loss"] for e in read_log(tmp_path / "parts" / "train_log.jsonl")], abs=1e-6)
+    # resuming with other settings is refused instead of silently diverging
+    with pytest.raises(InputError, match="cannot resume exactly"):
+        ContrastiveTrainer(config("parts", resume=str(tmp_path / "parts" / "checkpoint-3"), seed=8),
+                           examples=toy_examples()).train()
+
+
+def test_checkpoint_is_portable_and_loads(workdir, monkeypatch):
+    """Relative backbone, relative adapter, no absolute path in any file; loads with csplade:CHECKPOINT."""
+    monkeypatch.chdir(workdir)
+    config = contrastive_config("backbone", Path("portable"), max_steps=2, save_steps=1, model_name="toy")
+    result = ContrastiveTrainer(config, examples=toy_examples()).train()
+    for folder in (workdir / "portable" / "checkpoint-1", result.final_dir):
+        card = ModelCard.load(folder)
+        assert card.backbone == "../../backbone" and card.adapter == "adapter"
+        assert (card.variant, card.max_query_length, card.max_doc_length, card.quant_scale) == ("causal", 16, 24, 100.0)
+        assert card.query_prefix == "query: " and card.notes["training"]["phase"] == "contrastive"
+        for path in text_files(folder):
+            content = path.read_text(encoding="utf-8")
+            assert str(workdir) not in content and "/tmp" not in content and str(Path.home()) not in content, path
+        adapter_config = json.loads((folder / "adapter" / "adapter_config.json").read_text())
+        assert adapter_config["base_model_name_or_path"] == "../../backbone"
+        model = CspladeModel.from_spec(f"csplade:{folder.resolve()}", cache=False)
+        vectors = model.encode(["where is the zebra", "the zebra is described here"], "doc")
+        assert all(vectors) and all(isinstance(w, int) and w > 0 for w in vectors[0].values())
+    # moved elsewhere together with the backbone, it still loads
+    moved = workdir / "moved"
+    (moved / "runs").mkdir(parents=True)
+    os.symlink(workdir / "backbone", moved / "backbone")
+    os.rename(result.final_dir, moved / "runs" / "final")
+    assert CspladeModel.from_spec(f"csplade:{moved / 'runs' / 'final'}", cache=False).encode(["zebra"], "query")[0]
+
+
+def test_export_matches_adapter_checkpoint(backbone, tmp_path):
+    from csplade_pyserini.train import main
+
+    result = ContrastiveTrainer(contrastive_config(backbone, tmp_path / "run", max_steps=3),
+                                examples=toy_examples()).train()
+    assert main(["export", "--checkpoint", str(result.final_dir), "--output-dir", str(tmp_path / "merged")]) == 0
+    merged = tmp_path / "merged"
+    card = ModelCard.load(merged)
+    assert card.backbone == "." and card.adapter is None and (merged / "config.json").exists()
+    assert not (merged / "adapter").exists() and not (merged / "adapter_config.json").exists()
+    texts = ["where is the zebra", "the volcano is described here in detail", "general notes about the weather"]
+    for kind in ("query", "doc"):
+        a = CspladeModel.from_spec(f"csplade:{result.final_dir},dtype=float32", cache=False).encode_weights(texts, kind)
+        b = CspladeModel.from_spec(f"csplade:{merged},dtype=float32", cache=False).encode_weights(texts, kind)
+        for (ids_a, w_a), (ids_b, w_b) in zip(a, b):
+            assert torch.equal(ids_a, ids_b)
+            assert torch.allclose(w_a, w_b, atol=1e-4)
+    # the adapter changed the model: the merged vectors differ from the bare backbone's
+    bare = CspladeModel.from_spec(f"csplade:{backbone},dtype=float32,doc_top_k=null", cache=False)
+    ids, weights = bare.encode_weights(texts[:1], "doc")[0]
+    assert not (torch.equal(ids, b[0][0]) and torch.allclose(weights, b[0][1]))
+
+
+# --- recipes and CLI -------------------------------------------------------------------------------
+def test_recipes_parse(tmp_path):
+    from csplade_pyserini.train import CONFIG_DIR, load_recipe
+
+    names = {p.name for p in CONFIG_DIR.glob("*.yaml")}
+    assert {"csplade-1b.yaml", "csplade-8b.yaml", "lion-sp-1b-cl.yaml", "lion-sp-1b-kd.yaml", "lion-sp-1b-clkd.yaml",
+            "lion-sp-8b-cl.yaml", "lion-sp-8b-kd.yaml", "lion-sp-8b-clkd.yaml", "cpu-smollm2.yaml"} <= names
+    parsed = {}
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        for command, cls in (("adapt", AdaptConfig), ("contrastive", ContrastiveConfig)):
+            values = load_recipe(path, command)
+            config = cls(**{"output_dir": "x", **values})
+            config.validate()
+            parsed[path.stem, command] = config
+    one_b = parsed["csplade-1b", "contrastive"]
+    assert (one_b.backbone, one_b.learning_rate, one_b.epochs, one_b.lora_rank) == ("meta-llama/Llama-3.2-1B", 5e-5, 3, 64)
+    assert (one_b.flops_query_weight, one_b.flops_doc_weight, one_b.negatives, one_b.warmup_fraction) == (0.003, 0.003, 15, 0.05)
+    eight_b = parsed["csplade-8b", "contrastive"]
+    assert (eight_b.learning_rate, eight_b.epochs, eight_b.lora_rank, eight_b.flops_query_weight) == (1e-4, 1, 16, 0.03)
+    adapt = parsed["csplade-1b", "adapt"]
+    assert (adapt.max_steps, adapt.seq_len, adapt.relu_weight, adapt.objective) == (10000, 2048, 1.0, "clm")
+    assert adapt.per_device_batch_size * adapt.gradient_accumulation_steps == 32
+    lion = parsed["lion-sp-8b-clkd", "contrastive"]
+    assert (lion.objective, lion.kd_loss, lion.negatives, lion.variant) == ("clkd", "kl", 16, "bidirectional")
+    assert (lion.flops_query_weight, lion.flops_doc_weight, lion.lora_rank, lion.lora_alpha) == (0.05, 0.04, 16, 32)
+    assert (lion.query_prefix, lion.doc_prefix, lion.max_query_length, lion.max_doc_length) == ("", "", 64, 128)
+    assert parsed["lion-sp-1b-kd", "contrastive"].kd_loss == "margin-mse"
+    assert parsed["lion-sp-1b-cl", "adapt"].objective == "mntp"
+    cpu = parsed["cpu-smollm2", "contrastive"]
+    assert cpu.backbone == "smollm2" and cpu.max_steps <= 200 and cpu.per_device_batch_size <= 4
+
+
+def test_flags_override_recipe_and_bad_recipes_fail(tmp_path):
+    from csplade_pyserini.train import CONFIG_DIR, resolve_options
+
+    command, values = resolve_options(["contrastive", "--config", str(CONFIG_DIR / "csplade-1b.yaml"),
+                                       "--learning-rate", "1e-3", "--output-dir", "out", "--target-modules", "q_proj,v_proj"])
+    assert command == "contrastive" and values["learning_rate"] == 1e-3 and values["lora_rank"] == 64
+    assert values["target_modules"] == ["q_proj", "v_proj"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: 1e-4\nlora_rnk: 8\n")
+    with pytest.raises(InputError) as info:
+        resolve_options(["contrastive", "--config", str(bad)])
+    assert info.value.path == str(bad) and info.value.field == "lora_rnk"
+    bad.write_text("contrastive:\n  learning_rate: fast\n")
+    with pytest.raises(InputError) as info:
+        resolve_options(["contrastive", "--config", str(bad)])
+    assert info.value.field == "contrastive.learning_rate"
+    with pytest.raises(InputError, match="output-dir"):
+        from csplade_pyserini.train import main
+
+        main(["adapt", "--data", "corpus.jsonl"])
+
+
+def test_cli_help(capsys):
+    from csplade_pyserini.train import COMMANDS, main
+
+    for argv in (["--help"], *[[c, "--help"] for c in COMMANDS]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 0
+        out = capsys.readouterr().out
+        assert "usage: python -m csplade_pyserini.train" in out
+    main_help = [["--help"]]
+    assert main_help  # the top-level help lists every command
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert all(c in out for c in COMMANDS)
+    with pytest.raises(SystemExit):
+        main(["contrastive", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--learning-rate", "--lora-rank", "--flops-query-weight", "--kd-loss", "--resume", "--eval-steps"):
+        assert flag in out
