@@ -21,7 +21,7 @@ from tqdm import tqdm
 from csplade_pyserini.atomic import atomic_dir
 from csplade_pyserini.datasets import Document
 from csplade_pyserini.index import folder_size
-from csplade_pyserini.search import SearchStats, write_trec_run
+from csplade_pyserini.search import SearchStats, batch_search, write_trec_run
 from csplade_pyserini.vectors.jsonvec import JsonVectorWriter
 
 logger = logging.getLogger(__name__)
@@ -53,17 +53,9 @@ def bm25_search(index_dir: str | Path, topics: dict[str, str], hits: int = 1000,
 
     searcher = LuceneSearcher(str(Path(index_dir) / "lucene"))
     searcher.set_bm25(0.9, 0.4)
-    qids, texts = list(topics), [topics[q] for q in topics]
-    results: dict[str, list[tuple[str, float]]] = {}
     start = time.perf_counter()
-    with tqdm(total=len(qids), desc="bm25 search", unit="q", dynamic_ncols=True) as bar:
-        for begin in range(0, len(qids), batch_size):
-            ids, chunk = qids[begin:begin + batch_size], texts[begin:begin + batch_size]
-            found = searcher.batch_search(chunk, ids, k=hits, threads=threads)
-            for qid in ids:
-                results[qid] = [(h.docid, float(h.score)) for h in found.get(qid, [])]
-            bar.update(len(ids))
-    stats = SearchStats(len(qids), 0.0, time.perf_counter() - start, avg_query_terms=0.0)
+    results = batch_search(searcher, list(topics), list(topics.values()), hits, threads, batch_size, "bm25 search")
+    stats = SearchStats(len(topics), 0.0, time.perf_counter() - start, avg_query_terms=0.0)
     if output is not None:
         write_trec_run(results, output, "bm25-flat")
     searcher.close()

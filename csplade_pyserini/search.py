@@ -60,6 +60,20 @@ def postings_per_query(query_vectors: list[dict[str, int]], doc_freq: dict[str, 
     return sum(sum(doc_freq.get(t, 0.0) for t in q) for q in query_vectors) / len(query_vectors)
 
 
+def batch_search(searcher, qids: list[str], texts: list[str], hits: int, threads: int, batch_size: int,
+                 desc: str = "search") -> dict[str, list[tuple[str, float]]]:
+    """Any Pyserini Lucene searcher, in batches (a progress bar that moves, Lucene's own threads)."""
+    results: dict[str, list[tuple[str, float]]] = {}
+    with tqdm(total=len(qids), desc=desc, unit="q", dynamic_ncols=True) as bar:
+        for begin in range(0, len(qids), batch_size):
+            chunk_ids, chunk_texts = qids[begin:begin + batch_size], texts[begin:begin + batch_size]
+            found = searcher.batch_search(chunk_texts, chunk_ids, k=hits, threads=threads)
+            for qid in chunk_ids:
+                results[qid] = [(h.docid, float(h.score)) for h in found.get(qid, [])]
+            bar.update(len(chunk_ids))
+    return results
+
+
 class _Precomputed:
     def __init__(self, vectors: dict[str, dict[str, int]]):
         self.vectors = vectors
@@ -91,15 +105,8 @@ def search(index_dir: str | Path, topics: dict[str, str], encoder, hits: int = 1
                 bar.update(1)
     encode_seconds = time.perf_counter() - start
     searcher.query_encoder = _Precomputed(dict(zip(texts, vectors)))  # batch_search must not re-encode
-    results: dict[str, list[tuple[str, float]]] = {}
     start = time.perf_counter()
-    with tqdm(total=len(qids), desc="search", unit="q", dynamic_ncols=True) as bar:
-        for begin in range(0, len(qids), batch_size):
-            chunk_ids, chunk_texts = qids[begin:begin + batch_size], texts[begin:begin + batch_size]
-            found = searcher.batch_search(chunk_texts, chunk_ids, k=hits, threads=threads)
-            for qid in chunk_ids:
-                results[qid] = [(h.docid, float(h.score)) for h in found.get(qid, [])]
-            bar.update(len(chunk_ids))
+    results = batch_search(searcher, qids, texts, hits, threads, batch_size)
     search_seconds = time.perf_counter() - start
     kept = [{t: w for t, w in v.items() if t in searcher.idf and searcher.idf[t] > min_idf} for v in vectors]
     # Pyserini keeps idf = ln(N / df) per index term; invert it rather than re-reading the index.

@@ -105,6 +105,9 @@ def _common_training(add: _Options) -> None:
       "(hidden_size ** -0.25, Lion) or none")
     a("--quant-scale", type=float, help="integer impact = round(weight * scale)")
     a("--add-bos", action=bool_flag, help="feed a BOS token (hurts decoder SPLADE)")
+    a("--query-top-k", type=optional_int, help="keep only the N largest query weights at inference (card)")
+    a("--doc-top-k", type=optional_int, help="keep only the N largest document weights at inference (card); a "
+      "safety net for short runs whose FLOPS regulariser has not made the vectors sparse yet")
     a("--model-name", type=optional_str, help="name written into the model card")
     g = add.parser.add_argument_group("what is trained")
     a = _Options(g, add.defaults)

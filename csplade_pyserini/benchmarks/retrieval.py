@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from pathlib import Path
 
 from csplade_pyserini.atomic import atomic_file
 from csplade_pyserini.benchmarks._subprocess import run_measured

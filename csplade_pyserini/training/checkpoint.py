@@ -96,6 +96,9 @@ def write_model_folder(folder: Path, model, tokenizer, card: ModelCard) -> Model
     if is_peft_model(model):
         with _named_as(model, card.backbone):
             model.save_pretrained(str(folder / ADAPTER_DIR))
+        # peft's template README records the folder the base model was loaded from in its tags; the
+        # csplade card is this checkpoint's model card, so the template is dropped.
+        (folder / ADAPTER_DIR / "README.md").unlink(missing_ok=True)
         saved = card.replace(adapter=ADAPTER_DIR)
     else:
         with _named_as(model, card.backbone):

@@ -57,7 +57,7 @@ DTYPES = ("float32", "bfloat16", "float16", "auto")
 _RUN_CONTROL = {"output_dir", "resume", "save_steps", "save_total_limit", "eval_steps", "eval_data", "eval_topics",
                 "eval_qrels", "eval_split", "eval_queries", "eval_docs", "logging_steps", "threads", "progress",
                 "stop_after", "device", "data", "run", "collection", "queries", "teacher_scores", "init_adapter",
-                "backbone", "model_name", "eval_batch_size"}
+                "backbone", "model_name", "eval_batch_size", "query_top_k", "doc_top_k", "quant_scale"}
 
 
 # --- configuration ---------------------------------------------------------------------------------
@@ -77,6 +77,8 @@ class TrainConfig:
     logit_scale: float | str | None = None
     quant_scale: float = 100.0
     add_bos: bool = False
+    query_top_k: int | None = None
+    doc_top_k: int | None = None
     model_name: str | None = None
     # what is trained
     full: bool = False
@@ -159,7 +161,7 @@ class TrainConfig:
                              query_prefix=self.query_prefix, doc_prefix=self.doc_prefix,
                              max_query_length=self.max_query_length, max_doc_length=self.max_doc_length,
                              logit_scale=self.logit_scale, quant_scale=self.quant_scale, name=self.model_name,
-                             **extra)
+                             query_top_k=self.query_top_k, doc_top_k=self.doc_top_k, **extra)
         except InputError as exc:
             raise InputError(exc.message, field=exc.field) from None
 
@@ -310,7 +312,10 @@ def build_model(config: TrainConfig, card: ModelCard):
         for parameter in model.parameters():
             parameter.requires_grad_(True)
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if ckpt.is_peft_model(model):
             model.enable_input_require_grads()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -419,10 +424,11 @@ def evaluate_retrieval(encoder, eval_set: EvalSet, device: str = "cpu", batch_si
     model.eval()
     try:
         qids, docids = list(eval_set.queries), list(eval_set.docs)
+        card = encoder.card  # the card's top-k pruning applies, as it will at indexing and search time
         q_enc = encoder.encode_sequences(encoder.tokenize([eval_set.queries[q] for q in qids], "query"),
-                                         max_batch=batch_size, device=device)
+                                         top_k=card.query_top_k, max_batch=batch_size, device=device)
         d_enc = encoder.encode_sequences(encoder.tokenize([eval_set.docs[d] for d in docids], "doc"),
-                                         max_batch=batch_size, device=device)
+                                         top_k=card.doc_top_k, max_batch=batch_size, device=device)
     finally:
         model.train(was_training)
     vocab = encoder.model.get_output_embeddings().weight.shape[0]
@@ -548,8 +554,12 @@ class Trainer:
         resume_from = self.resume_checkpoint()
         if resume_from is not None:
             self.restore(resume_from)
-        elif self.log.path.exists():
-            self.log.truncate_after(0)
+        else:
+            if self.log.path.exists():
+                self.log.truncate_after(0)
+            if ckpt.list_checkpoints(self.output_dir):
+                logger.warning("%s holds checkpoints of an earlier run: this run starts from scratch and replaces "
+                               "them as it goes (pass --resume to continue that run instead)", self.output_dir)
         self.write_run_info()
 
     def card_notes(self) -> dict[str, Any]:
@@ -755,8 +765,7 @@ class AdaptTrainer(Trainer):
             from csplade_pyserini.model.sparse import SparseEncoder
 
             self.encoder = SparseEncoder(self.model, self.tokenizer, self.card.replace(variant="bidirectional"))
-            tok = self.tokenizer
-            self.mask_id = tok.mask_token_id if getattr(tok, "mask_token_id", None) is not None else tok.pad_token_id
+            self.mask_id = mask_token_id(self.tokenizer)
         else:
             set_attention(self.model, False)
 
@@ -782,10 +791,10 @@ class AdaptTrainer(Trainer):
         return result.total, {"loss": result.total.item(), "clm": result.clm.item(), "relu": result.relu.item(),
                               "positive_logits": positive}
 
-    def mask(self, input_ids: torch.Tensor, positions) -> tuple[torch.Tensor, torch.Tensor]:
-        """Masked inputs and labels aligned with the logits: position ``i - 1`` predicts the original token
-        ``i`` for every masked ``i >= 1`` (LLM2Vec's masked NEXT-token prediction). The mask is drawn
-        from a generator seeded by the data position, so it is the same on resume."""
+    def mask(self, input_ids: torch.Tensor, positions) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Masked inputs, labels aligned with the logits and the boolean mask: position ``i - 1`` predicts
+        the original token ``i`` for every masked ``i >= 1`` (LLM2Vec's masked NEXT-token prediction). The
+        mask is drawn from a generator seeded by the data position, so it is the same on resume."""
         generator = torch.Generator().manual_seed(hash_positions(self.config.seed, positions))
         batch, length = input_ids.shape
         chosen = torch.rand(batch, length, generator=generator) < self.config.mask_fraction
@@ -797,14 +806,24 @@ class AdaptTrainer(Trainer):
         masked = torch.where(chosen, torch.full_like(input_ids, self.mask_id), input_ids)
         labels = torch.full_like(input_ids, IGNORE_INDEX)
         labels[:, :-1] = torch.where(chosen[:, 1:], input_ids[:, 1:], torch.full_like(input_ids[:, 1:], IGNORE_INDEX))
-        return masked, labels
+        return masked, labels, chosen
 
     def mntp_loss(self, input_ids: torch.Tensor, positions):
-        masked, labels = self.mask(input_ids, positions)
+        masked, labels, _ = self.mask(input_ids, positions)
         hidden = self.encoder.hidden_states(masked, torch.ones_like(masked))
         base = self.model.get_base_model() if ckpt.is_peft_model(self.model) else self.model
         logits = base.get_output_embeddings()(hidden)
         return self._loss(logits, labels)
+
+
+def mask_token_id(tokenizer) -> int:
+    """The tokenizer's mask token; else ``_`` as LLM2Vec does for Llama (no mask token), else UNK / pad."""
+    if getattr(tokenizer, "mask_token_id", None) is not None:
+        return tokenizer.mask_token_id
+    underscore = tokenizer("_", add_special_tokens=False)["input_ids"]
+    if len(underscore) == 1:
+        return underscore[0]
+    return tokenizer.unk_token_id if tokenizer.unk_token_id is not None else tokenizer.pad_token_id
 
 
 def hash_positions(seed: int, positions) -> int:
@@ -906,6 +925,11 @@ class ContrastiveTrainer(Trainer):
     def prepare(self) -> None:
         from csplade_pyserini.model.sparse import SparseEncoder
 
+        base = self.model.get_base_model() if ckpt.is_peft_model(self.model) else self.model
+        if hasattr(base.get_output_embeddings(), "lora_A"):
+            raise InputError("the LM head carries a LoRA adapter, but the sparse encoder pools the head's weight "
+                             "directly and would ignore it: leave lm_head out of --target-modules (or of the "
+                             "--init-adapter), or use --full", field="target_modules")
         self.encoder = SparseEncoder(self.model, self.tokenizer, self.card)
 
     def groups(self, positions) -> tuple[list[str], list[str], list[list[Passage]], list[str]]:
