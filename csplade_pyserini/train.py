@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "csplade spec or checkpoint, a SPLADE masked-LM folder (e.g. splade-tiny) "
                                        "or a cross-encoder folder. The output is the --teacher-scores of "
                                        "`contrastive`.")
-    add = _Options(teach, {"split": "train", "top_k": None, "device": "cpu", "batch_size": 32})
+    add = _Options(teach, {"split": "train", "top_k": None, "device": "cpu", "batch_size": "the teacher's"})
     add("--config", help="YAML recipe", metavar="FILE.yaml")
     add("--teacher", help="csplade[:MODEL] spec, checkpoint, SPLADE MLM folder or cross-encoder folder")
     add("--run", help="TREC run whose candidates are scored")
@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--split", help="qrels split of --data")
     add("--top-k", type=optional_int, help="candidates per query from the run (none: all)")
     add("--device", help="cpu, cuda ...")
-    add("--batch-size", type=int, help="texts per batch")
+    add("--batch-size", type=optional_int, help="texts (or pairs) per batch")
     add("--max-length", type=optional_int, help="teacher input tokens")
     add("--threads", type=optional_int, help="torch threads")
 
@@ -397,7 +397,7 @@ def _teacher(values: dict[str, Any]) -> int:
     score_teacher(values["teacher"], values["run"], values["output"], data=values.get("data"),
                   queries=values.get("queries"), corpus=values.get("corpus"), qrels=values.get("qrels"),
                   split=values.get("split", "train"), top_k=values.get("top_k"), device=values.get("device", "cpu"),
-                  batch_size=values.get("batch_size", 32), max_length=values.get("max_length"))
+                  batch_size=values.get("batch_size"), max_length=values.get("max_length"))
     return 0
 
 

@@ -289,6 +289,26 @@ def test_cl_kd_with_teacher_scores_from_cli(backbone, toy_beir, workdir, tmp_pat
     assert CspladeModel.from_spec(f"csplade:{tmp_path / 'kd' / 'final'}", cache=False).encode(["zebra"], "query")[0]
 
 
+def test_score_teacher_with_csplade_and_cross_encoder(backbone, toy_beir, workdir, tmp_path):
+    from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
+
+    from csplade_pyserini.training.data import read_teacher_scores
+    from csplade_pyserini.training.mining import score_teacher
+
+    run = workdir / "toy.run"
+    score_teacher(f"csplade:{backbone},doc_top_k=100", run, tmp_path / "csplade.txt", data=toy_beir, top_k=3)
+    scores = read_teacher_scores(tmp_path / "csplade.txt")
+    assert len(scores) == 8 and all(len(row) in (3, 4) for row in scores.values())
+    torch.manual_seed(0)
+    config = AutoConfig.from_pretrained(SPLADE_TINY, num_labels=1, architectures=["BertForSequenceClassification"])
+    BertForSequenceClassification(config).save_pretrained(tmp_path / "cross")
+    AutoTokenizer.from_pretrained(SPLADE_TINY).save_pretrained(tmp_path / "cross")
+    score_teacher(str(tmp_path / "cross"), run, tmp_path / "cross.txt", data=toy_beir, top_k=2)
+    assert sum(len(row) for row in read_teacher_scores(tmp_path / "cross.txt").values()) == 2 * 8 + 7
+    with pytest.raises(InputError, match="teacher"):
+        score_teacher(str(tmp_path), run, tmp_path / "none.txt", data=toy_beir)
+
+
 def test_missing_teacher_scores_is_an_input_error(backbone, toy_beir, workdir, tmp_path):
     config = contrastive_config(backbone, tmp_path, data=str(toy_beir), run=str(workdir / "toy.run"),
                                 objective="clkd")
@@ -323,6 +343,7 @@ def test_resume_gives_the_same_weights(backbone, tmp_path, full):
     for name in a:
         assert torch.allclose(a[name], b[name], rtol=0, atol=1e-7), name
     assert any(not torch.equal(a[n], start[n]) for n in a if n in start)
+    assert CspladeModel.from_spec(f"csplade:{resumed.final_dir}", cache=False).encode(["zebra"], "query")[0]
     steps = [e["step"] for e in read_log(tmp_path / "parts" / "train_log.jsonl")]
     assert steps == [1, 2, 3, 4, 5, 6]
     losses = [e["loss"] for e in read_log(tmp_path / "whole" / "train_log.jsonl")]
@@ -397,8 +418,9 @@ def test_recipes_parse(tmp_path):
             config.validate()
             parsed[path.stem, command] = config
     one_b = parsed["csplade-1b", "contrastive"]
-    assert (one_b.backbone, one_b.learning_rate, one_b.epochs, one_b.lora_rank) == ("meta-llama/Llama-3.2-1B", 5e-5, 3, 64)
-    assert (one_b.flops_query_weight, one_b.flops_doc_weight, one_b.negatives, one_b.warmup_fraction) == (0.003, 0.003, 15, 0.05)
+    assert one_b.backbone == "meta-llama/Llama-3.2-1B"
+    assert (one_b.learning_rate, one_b.epochs, one_b.lora_rank, one_b.warmup_fraction) == (5e-5, 3, 64, 0.05)
+    assert (one_b.flops_query_weight, one_b.flops_doc_weight, one_b.negatives) == (0.003, 0.003, 15)
     eight_b = parsed["csplade-8b", "contrastive"]
     assert (eight_b.learning_rate, eight_b.epochs, eight_b.lora_rank, eight_b.flops_query_weight) == (1e-4, 1, 16, 0.03)
     adapt = parsed["csplade-1b", "adapt"]
@@ -418,9 +440,14 @@ def test_flags_override_recipe_and_bad_recipes_fail(tmp_path):
     from csplade_pyserini.train import CONFIG_DIR, resolve_options
 
     command, values = resolve_options(["contrastive", "--config", str(CONFIG_DIR / "csplade-1b.yaml"),
-                                       "--learning-rate", "1e-3", "--output-dir", "out", "--target-modules", "q_proj,v_proj"])
+                                       "--learning-rate", "1e-3", "--output-dir", "out",
+                                       "--target-modules", "q_proj,v_proj"])
     assert command == "contrastive" and values["learning_rate"] == 1e-3 and values["lora_rank"] == 64
     assert values["target_modules"] == ["q_proj", "v_proj"]
+    assert resolve_options(["adapt", "--resume"])[1]["resume"] == "latest"
+    assert resolve_options(["adapt", "--resume", "run/checkpoint-5"])[1]["resume"] == "run/checkpoint-5"
+    assert resolve_options(["adapt", "--no-gradient-checkpointing", "--max-steps", "none"])[1] == {
+        "gradient_checkpointing": False, "max_steps": None}
     bad = tmp_path / "bad.yaml"
     bad.write_text("learning_rate: 1e-4\nlora_rnk: 8\n")
     with pytest.raises(InputError) as info:
@@ -439,20 +466,23 @@ def test_flags_override_recipe_and_bad_recipes_fail(tmp_path):
 def test_cli_help(capsys):
     from csplade_pyserini.train import COMMANDS, main
 
-    for argv in (["--help"], *[[c, "--help"] for c in COMMANDS]):
-        with pytest.raises(SystemExit) as info:
-            main(argv)
-        assert info.value.code == 0
-        out = capsys.readouterr().out
-        assert "usage: python -m csplade_pyserini.train" in out
-    main_help = [["--help"]]
-    assert main_help  # the top-level help lists every command
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as info:
         main(["--help"])
     out = capsys.readouterr().out
-    assert all(c in out for c in COMMANDS)
+    assert info.value.code == 0 and "usage: python -m csplade_pyserini.train" in out
+    assert all(command in out for command in COMMANDS)
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as info:
+            main([command, "--help"])
+        assert info.value.code == 0
+        assert f"usage: python -m csplade_pyserini.train {command}" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["contrastive", "--help"])
     out = capsys.readouterr().out
-    for flag in ("--learning-rate", "--lora-rank", "--flops-query-weight", "--kd-loss", "--resume", "--eval-steps"):
-        assert flag in out
+    for flag in ("--learning-rate", "--lora-rank", "--lora-alpha", "--lora-dropout", "--target-modules",
+                 "--per-device-batch-size", "--gradient-accumulation-steps", "--max-steps", "--epochs",
+                 "--warmup-fraction", "--flops-query-weight", "--flops-doc-weight", "--negatives", "--variant",
+                 "--backbone", "--save-steps", "--eval-steps", "--resume", "--seed", "--dtype",
+                 "--gradient-checkpointing", "--threads", "--data", "--objective", "--kd-loss", "--full",
+                 "--init-adapter", "--output-dir"):
+        assert flag in out, flag

@@ -126,7 +126,9 @@ class SparseEncoder(torch.nn.Module):
             for token_id, added in getattr(self.tokenizer, "added_tokens_decoder", {}).items():
                 if getattr(added, "special", False):
                     ids.add(token_id)
-            self._excluded = torch.tensor(sorted(i for i in ids if i < vocab), dtype=torch.long, device=device)
+            # A tensor first made under inference_mode could never be used by a training forward.
+            with torch.inference_mode(False):
+                self._excluded = torch.tensor(sorted(i for i in ids if i < vocab), dtype=torch.long, device=device)
         return self._excluded
 
     # --- inference ---------------------------------------------------------------------------------

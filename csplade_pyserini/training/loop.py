@@ -28,7 +28,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -193,6 +193,9 @@ class AdaptConfig(TrainConfig):
             raise InputError(f"must be an integer >= 2, got {self.seq_len!r}", field="seq_len")
         if self.relu_weight < 0:
             raise InputError(f"must be non-negative, got {self.relu_weight!r}", field="relu_weight")
+        if self.objective == "mntp" and self.variant != "bidirectional":
+            raise InputError("masked next-token prediction trains bidirectional attention: use --variant "
+                             "bidirectional (or --objective clm)", field="variant")
         if not 0.0 < self.mask_fraction < 1.0:
             raise InputError(f"must be in (0, 1), got {self.mask_fraction!r}", field="mask_fraction")
         if self.max_documents is not None and self.max_documents < 1:

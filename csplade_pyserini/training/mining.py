@@ -89,7 +89,7 @@ class _SparseTeacher:
         raise NotImplementedError
 
     def score(self, queries: Mapping[str, str], docs: Mapping[str, str],
-              candidates: Mapping[str, Sequence[str]], batch_size: int = 32) -> dict[str, dict[str, float]]:
+              candidates: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
         docids = sorted({d for ds in candidates.values() for d in ds})
         position = {d: i for i, d in enumerate(docids)}
         doc_vectors: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -127,7 +127,7 @@ class CspladeTeacher(_SparseTeacher):
 class MlmSpladeTeacher(_SparseTeacher):
     """A SPLADE masked-LM (BERT style): ``max_t log(1 + relu(logits))`` over the real tokens."""
 
-    def __init__(self, folder: str | Path, device: str = "cpu", batch_size: int = 32, max_length: int = 256):
+    def __init__(self, folder: str | Path, device: str = "cpu", batch_size: int = 8, max_length: int = 256):
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
@@ -136,15 +136,19 @@ class MlmSpladeTeacher(_SparseTeacher):
 
     @torch.inference_mode()
     def encode(self, texts, kind):
-        out = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(list(texts[start:start + self.batch_size]), padding=True, truncation=True,
+        """Longest first (little padding); logits activated in place (they are the memory peak)."""
+        out: list = [None] * len(texts)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            batch = self.tokenizer([texts[i] for i in chunk], padding=True, truncation=True,
                                    max_length=self.max_length, return_tensors="pt").to(self.device)
             logits = self.model(**batch).logits
-            weights = (torch.log1p(torch.relu(logits)) * batch["attention_mask"].unsqueeze(-1)).amax(dim=1).cpu()
-            for row in weights:
-                ids = row.nonzero(as_tuple=True)[0]
-                out.append((ids, row[ids]))
+            logits.masked_fill_(~batch["attention_mask"].bool().unsqueeze(-1), 0.0).relu_()
+            weights = logits.amax(dim=1).log1p_().float().cpu()
+            for row, index in enumerate(chunk):
+                ids = weights[row].nonzero(as_tuple=True)[0]
+                out[index] = (ids, weights[row, ids])
         return out
 
 
@@ -159,9 +163,9 @@ class CrossEncoderTeacher:
         self.device, self.batch_size, self.max_length = device, batch_size, max_length
 
     @torch.inference_mode()
-    def score(self, queries, docs, candidates, batch_size: int | None = None):
+    def score(self, queries, docs, candidates):
         pairs = [(qid, docid) for qid, ds in candidates.items() for docid in ds]
-        size = batch_size or self.batch_size
+        size = self.batch_size
         scores: dict[str, dict[str, float]] = {}
         for start in tqdm(range(0, len(pairs), size), desc="teacher pairs", unit="batch", dynamic_ncols=True):
             chunk = pairs[start:start + size]
@@ -175,15 +179,16 @@ class CrossEncoderTeacher:
         return scores
 
 
-def load_teacher(teacher: str, device: str = "cpu", batch_size: int = 32, max_length: int | None = None):
+def load_teacher(teacher: str, device: str = "cpu", batch_size: int | None = None, max_length: int | None = None):
     """A ``csplade[...]`` spec, a csplade checkpoint, a SPLADE MLM folder or a cross-encoder folder."""
     from csplade_pyserini.model.card import CARD_NAME
 
+    sizes = {"batch_size": batch_size} if batch_size else {}
     if teacher == "csplade" or teacher.startswith(("csplade:", "csplade,")):
-        return CspladeTeacher(teacher, device, batch_size)
+        return CspladeTeacher(teacher, device, **sizes)
     path = Path(teacher)
     if (path / CARD_NAME).exists() or (path.is_file() and path.suffix in (".gguf", ".json")):
-        return CspladeTeacher(f"csplade:{teacher}", device, batch_size)
+        return CspladeTeacher(f"csplade:{teacher}", device, **sizes)
     config_path = path / "config.json"
     if not config_path.exists():
         raise InputError("teacher is neither a csplade spec nor a model folder with config.json", path=teacher,
@@ -193,13 +198,13 @@ def load_teacher(teacher: str, device: str = "cpu", batch_size: int = 32, max_le
     except json.JSONDecodeError as exc:
         raise InputError(f"not valid JSON: {exc.msg}", path=config_path) from None
     kinds = " ".join(architectures)
-    extra = {"max_length": max_length} if max_length else {}
+    extra = {"max_length": max_length, **sizes} if max_length else sizes
     if "MaskedLM" in kinds:
-        return MlmSpladeTeacher(path, device, batch_size, **extra)
+        return MlmSpladeTeacher(path, device, **extra)
     if "SequenceClassification" in kinds:
-        return CrossEncoderTeacher(path, device, batch_size, **extra)
+        return CrossEncoderTeacher(path, device, **extra)
     if "CausalLM" in kinds:
-        return CspladeTeacher(f"csplade:{teacher}", device, batch_size)
+        return CspladeTeacher(f"csplade:{teacher}", device, **sizes)
     raise InputError(f"cannot use a {kinds or 'model without architectures'} as a teacher (expected a SPLADE "
                      "masked LM, a cross-encoder or a csplade model)", path=config_path, field="architectures")
 
@@ -207,7 +212,7 @@ def load_teacher(teacher: str, device: str = "cpu", batch_size: int = 32, max_le
 def score_teacher(teacher: str, run: str | Path, output: str | Path, data: str | Path | None = None,
                   queries: str | Path | None = None, corpus: str | Path | None = None,
                   qrels: str | Path | None = None, split: str = "train", top_k: int | None = None,
-                  device: str = "cpu", batch_size: int = 32, max_length: int | None = None) -> dict:
+                  device: str = "cpu", batch_size: int | None = None, max_length: int | None = None) -> dict:
     """Teacher scores for the top-``top_k`` of ``run`` (all when ``None``) and the judged positives.
 
     Texts come from a BEIR folder (``data``) or from ``queries`` and ``corpus`` files; qrels from
