@@ -153,3 +153,13 @@ def test_special_tokens_never_get_weight(tiny_model):
     ids, weights = tiny_model.encoder.encode_sequences(tiny_model.encoder.tokenize(["anything"], "doc"))[0]
     special = set(tiny_model.encoder.tokenizer.all_special_ids)
     assert not special & set(ids.tolist())
+
+
+def test_training_forward_after_inference(tiny_model):
+    encoder = _encoder(tiny_model, "causal")
+    batch = encoder.collate(encoder.tokenize(["a query", "another one"], "query"))
+    encoder.encode_sequences(encoder.tokenize(["warm the caches"], "doc"))  # runs under inference_mode
+    weights = encoder.forward(batch.input_ids, batch.attention_mask, batch.pool_mask)
+    weights.sum().backward()  # must not trip over tensors cached during inference
+    assert any(p.grad is not None for p in encoder.model.parameters())
+    encoder.model.zero_grad(set_to_none=True)
