@@ -22,6 +22,7 @@ import torch
 
 from csplade_pyserini.model.card import ModelCard
 from csplade_pyserini.model.pooling import DEFAULT_CHUNK_ELEMENTS, max_pool_lm_head, splade_activation
+from csplade_pyserini.vectors.terms import special_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -122,10 +123,7 @@ class SparseEncoder(torch.nn.Module):
 
     def excluded_ids(self, vocab: int, device) -> torch.Tensor:
         if self._excluded is None or self._excluded.device != torch.device(device):
-            ids = set(self.tokenizer.all_special_ids)
-            for token_id, added in getattr(self.tokenizer, "added_tokens_decoder", {}).items():
-                if getattr(added, "special", False):
-                    ids.add(token_id)
+            ids = special_token_ids(self.tokenizer)
             # A tensor first made under inference_mode could never be used by a training forward.
             with torch.inference_mode(False):
                 self._excluded = torch.tensor(sorted(i for i in ids if i < vocab), dtype=torch.long, device=device)

@@ -28,6 +28,15 @@ def unescape_term(term: str) -> str:
     return unquote(term, encoding="utf-8", errors="strict")
 
 
+def special_token_ids(tokenizer) -> set[int]:
+    """BOS, EOS, padding, chat markers...: ids that must never carry a weight or become a term."""
+    special = set(tokenizer.all_special_ids)
+    for token_id, added in getattr(tokenizer, "added_tokens_decoder", {}).items():
+        if getattr(added, "special", False):
+            special.add(token_id)
+    return special
+
+
 @dataclass
 class TermMap:
     """Token id <-> term string, with ``None`` for ids that are excluded (special tokens, holes)."""
@@ -37,10 +46,7 @@ class TermMap:
     @classmethod
     def from_tokenizer(cls, tokenizer) -> "TermMap":
         size = len(tokenizer)
-        special = set(tokenizer.all_special_ids)
-        for token_id, added in getattr(tokenizer, "added_tokens_decoder", {}).items():
-            if getattr(added, "special", False):
-                special.add(token_id)
+        special = special_token_ids(tokenizer)
         tokens = tokenizer.convert_ids_to_tokens(list(range(size)))
         terms: list[str | None] = []
         for token_id, token in enumerate(tokens):
