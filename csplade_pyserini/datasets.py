@@ -7,7 +7,6 @@ without an id or text, an empty document, bytes that are not UTF-8, a duplicate 
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import logging
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Iterator
 
 from csplade_pyserini.errors import InputError
 from csplade_pyserini.paths import shared_path, topics_dir
+from csplade_pyserini.textio import json_object, read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -54,16 +54,6 @@ class Document:
         return f"{self.title} {self.text}".strip() if self.title else self.text
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                yield number, raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as exc:
-                raise InputError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})", path=path, line=number) from None
-
-
 def corpus_file(path: str | Path) -> Path:
     """A corpus path may be the file or a BEIR folder (``corpus.jsonl``) or an MS MARCO folder."""
     path = Path(path)
@@ -82,7 +72,7 @@ def read_corpus(path: str | Path, allow_empty: bool = False) -> Iterator[Documen
     path = corpus_file(path)
     is_tsv = ".tsv" in path.suffixes
     seen: dict[str, int] = {}
-    for number, line in _lines(path):
+    for number, line in read_lines(path):
         if not line.strip():
             continue
         if is_tsv:
@@ -91,12 +81,7 @@ def read_corpus(path: str | Path, allow_empty: bool = False) -> Iterator[Documen
                 raise InputError("expected 'id<TAB>text'", path=path, line=number, field="text")
             title = ""
         else:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"not valid JSON: {exc.msg}", path=path, line=number) from None
-            if not isinstance(record, dict):
-                raise InputError("expected a JSON object", path=path, line=number)
+            record = json_object(line, path, number)
             docid = next((record[k] for k in ("_id", "id", "docid") if k in record), None)
             if docid is None:
                 raise InputError("missing document id", path=path, line=number, field="_id")
@@ -138,14 +123,11 @@ def read_queries(path: Path) -> dict[str, str]:
     """``qid<TAB>text`` (optionally gzipped) or BEIR ``queries.jsonl`` (``_id``, ``text``)."""
     queries: dict[str, str] = {}
     jsonl = ".jsonl" in path.suffixes
-    for number, line in _lines(path):
+    for number, line in read_lines(path):
         if not line.strip():
             continue
         if jsonl:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"not valid JSON: {exc.msg}", path=path, line=number) from None
+            record = json_object(line, path, number)
             qid, text = record.get("_id", record.get("id")), record.get("text")
             if qid is None:
                 raise InputError("missing query id", path=path, line=number, field="_id")
@@ -189,7 +171,7 @@ def load_qrels(name_or_path: str | Path) -> dict[str, dict[str, int]]:
     """TREC (``qid 0 docid rel``) or BEIR TSV with a header (``query-id corpus-id score``)."""
     path = qrels_file(name_or_path)
     qrels: dict[str, dict[str, int]] = {}
-    for number, line in _lines(path):
+    for number, line in read_lines(path):
         parts = line.split()
         if not parts:
             continue

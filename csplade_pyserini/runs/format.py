@@ -9,15 +9,15 @@ create ties that contradict the written ranks).
 
 from __future__ import annotations
 
-import gzip
 import logging
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from csplade_pyserini.atomic import atomic_file
 from csplade_pyserini.errors import InputError
+from csplade_pyserini.textio import read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -56,17 +56,6 @@ def qid_key(qid: str) -> tuple:
     return (0, int(qid), qid) if qid.isdigit() else (1, 0, qid)
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str | None]]:
-    """``(number, text)`` per line; text is None for a line that is not UTF-8 (reported by the caller)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                yield number, raw.decode("utf-8")
-            except UnicodeDecodeError:
-                yield number, None
-
-
 def parse_line(text: str | None, number: int, path: str | Path) -> tuple[Hit | None, list[InputError]]:
     """Every problem of one line (not just the first), and the hit when there is none."""
     if text is None:
@@ -103,7 +92,7 @@ def parse_run(path: str | Path) -> tuple[list[Hit], list[InputError], set[str]]:
     if not path.is_file():
         raise InputError("run file does not exist", path=path)
     hits, problems, broken = [], [], set()
-    for number, text in _lines(path):
+    for number, text in read_lines(path, strict=False):
         if text is not None and not text.strip():
             continue
         hit, line_problems = parse_line(text, number, path)

@@ -16,7 +16,6 @@ that :func:`~csplade_pyserini.training.losses.info_nce` expects, reproducibly fr
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import random
@@ -24,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-from csplade_pyserini.datasets import _lines, load_qrels, read_corpus, read_queries
+from csplade_pyserini.datasets import load_qrels, read_corpus, read_queries
+from csplade_pyserini.textio import json_object, read_lines
 from csplade_pyserini.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def read_text_triples(path: str | Path) -> Iterator[TrainingExample]:
 
 
 def _text_triples(path: Path) -> Iterator[TrainingExample]:
-    for number, line in _lines(path):
+    for number, line in read_lines(path):
         if not line.strip():
             continue
         parts = line.split("\t")
@@ -141,7 +141,7 @@ def read_id_triples(path: str | Path, collection: str | Path | Mapping[str, str]
 
 def _id_triples(path: Path, passages: Mapping[str, str], collection_name: str, queries: Mapping[str, str],
                 queries_name: str) -> Iterator[TrainingExample]:
-    for number, line in _lines(path):
+    for number, line in read_lines(path):
         parts = line.split()
         if not parts:
             continue
@@ -216,15 +216,10 @@ def _tevatron_passages(record: dict, key: str, path: Path, number: int) -> list[
 
 
 def _tevatron(path: Path) -> Iterator[TrainingExample]:
-    for number, line in _lines(path):
+    for number, line in read_lines(path):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON: {exc.msg}", path=path, line=number) from None
-        if not isinstance(record, dict):
-            raise InputError("expected a JSON object", path=path, line=number)
+        record = json_object(line, path, number)
         query = record.get("query")
         if not isinstance(query, str):
             raise InputError("missing query text (a string)", path=path, line=number, field="query")
@@ -245,7 +240,7 @@ def _tevatron(path: Path) -> Iterator[TrainingExample]:
 # --- BEIR train split + run file -------------------------------------------------------------------
 def _locate(path: Path, *columns: str) -> int | None:
     """Line of ``path`` whose first whitespace-separated columns contain ``columns`` (error reports)."""
-    for number, line in _lines(path):
+    for number, line in read_lines(path):
         parts = line.split()
         if parts[:1] == [columns[0]] and all(c in parts[1:3] for c in columns[1:]):
             return number
@@ -262,7 +257,7 @@ def read_run(path: str | Path, queries: set[str] | None = None) -> dict[str, lis
     path = _existing(path, "run file")
     rows: dict[str, list[tuple[float, int, str, int]]] = {}
     seen: set[tuple[str, str]] = set()
-    for number, line in _lines(path):
+    for number, line in read_lines(path):
         parts = line.split()
         if not parts:
             continue
@@ -355,7 +350,7 @@ def read_teacher_scores(path: str | Path) -> dict[str, dict[str, float]]:
     path = _existing(path, "teacher scores file")
     scores: dict[str, dict[str, float]] = {}
     first: dict[tuple[str, str], int] = {}
-    for number, line in _lines(path):
+    for number, line in read_lines(path):
         parts = line.split()
         if not parts:
             continue

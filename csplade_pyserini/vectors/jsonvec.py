@@ -15,6 +15,7 @@ from typing import Any, Iterator, Mapping
 
 from csplade_pyserini.atomic import atomic_dir, atomic_file
 from csplade_pyserini.errors import InputError
+from csplade_pyserini.textio import json_object, read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -110,32 +111,23 @@ def read_vectors(folder: str | Path) -> Iterator[dict[str, Any]]:
     """Read and validate every line of a vector folder (file, line and field named on error)."""
     seen: dict[str, tuple[Path, int]] = {}
     for path in vector_files(folder):
-        with open(path, "rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise InputError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})", path=path,
-                                     line=number) from None
-                if not text.strip():
-                    continue
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"not valid JSON: {exc.msg}", path=path, line=number) from None
-                for name in ("id", "vector"):
-                    if name not in record:
-                        raise InputError("missing field", path=path, line=number, field=name)
-                if not isinstance(record["vector"], dict):
-                    raise InputError("must be an object of term: weight", path=path, line=number, field="vector")
-                check_vector(record["vector"], path=path, line=number)
-                docid = str(record["id"])
-                if docid in seen:
-                    first = seen[docid]
-                    raise InputError(f"duplicate id {docid!r} (first at {first[0]}:{first[1]})", path=path,
-                                     line=number, field="id")
-                seen[docid] = (path, number)
-                yield record
+        for number, text in read_lines(path):
+            if not text.strip():
+                continue
+            record = json_object(text, path, number)
+            for name in ("id", "vector"):
+                if name not in record:
+                    raise InputError("missing field", path=path, line=number, field=name)
+            if not isinstance(record["vector"], dict):
+                raise InputError("must be an object of term: weight", path=path, line=number, field="vector")
+            check_vector(record["vector"], path=path, line=number)
+            docid = str(record["id"])
+            if docid in seen:
+                first = seen[docid]
+                raise InputError(f"duplicate id {docid!r} (first at {first[0]}:{first[1]})", path=path,
+                                 line=number, field="id")
+            seen[docid] = (path, number)
+            yield record
 
 
 def read_info(folder: str | Path) -> dict[str, Any] | None:

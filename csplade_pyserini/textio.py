@@ -1,0 +1,44 @@
+"""Reading text inputs line by line, with errors that name the file and line.
+
+Every reader of user files (corpora, topics, qrels, training data, vectors, runs) goes through here,
+so "not UTF-8" and "not JSON" are detected and reported the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from csplade_pyserini.errors import InputError
+
+
+def read_lines(path: str | Path, strict: bool = True) -> Iterator[tuple[int, str | None]]:
+    """``(line number, text without the newline)``; ``.gz`` files are decompressed.
+
+    ``strict``: a line that is not UTF-8 raises; otherwise it is yielded as ``None`` so that a
+    validator can report it together with every other problem of the file.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                yield number, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                if strict:
+                    raise InputError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})", path=path,
+                                     line=number) from None
+                yield number, None
+
+
+def json_object(text: str, path: str | Path, number: int) -> dict[str, Any]:
+    """One JSONL record, which must be an object."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON: {exc.msg}", path=path, line=number) from None
+    if not isinstance(record, dict):
+        raise InputError("expected a JSON object", path=path, line=number)
+    return record
