@@ -37,7 +37,7 @@ class EncodeStats:
 
 
 def encode_documents(model, documents: Sequence[Document], out_dir: str | Path, max_length: int | None = None,
-                     max_tokens: int = 8192, max_batch: int = 64, shard_size: int = 100_000,
+                     max_tokens: int | None = None, max_batch: int = 256, shard_size: int = 100_000,
                      desc: str = "encode") -> EncodeStats:
     """Encode ``documents`` (sorted by length inside blocks) and write them atomically to ``out_dir``."""
     start = time.perf_counter()
@@ -70,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--embeddings", required=True, help="output folder (JsonVectorCollection)")
     add_model_args(parser)
     parser.add_argument("--max-length", type=int, default=None, help="override the card's max_doc_length")
-    parser.add_argument("--max-tokens", type=int, default=8192, help="padded tokens per batch")
-    parser.add_argument("--batch-size", type=int, default=64, help="documents per batch at most")
+    parser.add_argument("--max-tokens", type=int, default=None,
+                        help="padded tokens per batch (default: 1024 on CPU, 32768 on GPU)")
+    parser.add_argument("--batch-size", type=int, default=256, help="documents per batch at most")
     parser.add_argument("--shard-size", type=int, default=100_000)
     parser.add_argument("--limit", type=int, default=None, help="encode only the first N documents")
     parser.add_argument("--allow-empty", action="store_true", help="accept empty documents (no terms)")

@@ -184,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--report", default=None, help="JSON report path (default eval/<collection>.<topics>.json)")
-    parser.add_argument("--max-tokens", type=int, default=8192, help="padded tokens per encoding batch")
+    parser.add_argument("--max-tokens", type=int, default=None,
+                        help="padded tokens per encoding batch (default: 1024 on CPU, 32768 on GPU)")
     return parser
 
 

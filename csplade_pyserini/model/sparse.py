@@ -52,6 +52,13 @@ def set_bidirectional(model, enabled: bool) -> int:
     return changed
 
 
+def default_max_tokens(device: str | torch.device) -> int:
+    """Padded tokens per inference batch. On CPU small batches win: activations stay in cache
+    (measured on 2 cores: 1,024 tokens gave 10.2 docs/s in bf16 and 104 GFLOP/s in fp32, 8,192 tokens
+    7.1 docs/s and 77 GFLOP/s). GPUs want large batches."""
+    return 32768 if str(device).startswith("cuda") else 1024
+
+
 class SparseEncoder(torch.nn.Module):
     def __init__(self, model, tokenizer, card: ModelCard, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS):
         super().__init__()
@@ -144,9 +151,10 @@ class SparseEncoder(torch.nn.Module):
 
     @torch.inference_mode()
     def encode_sequences(self, sequences: Sequence[Sequence[int]], top_k: int | None = None,
-                         max_tokens: int = 8192, max_batch: int = 64, device: str | torch.device = "cpu",
+                         max_tokens: int | None = None, max_batch: int = 256, device: str | torch.device = "cpu",
                          progress=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Sparse (token ids, float weights) per sequence, in input order."""
+        max_tokens = max_tokens or default_max_tokens(device)
         results: list = [None] * len(sequences)
         for batch in self.batches(sequences, max_tokens, max_batch):
             weights = self.forward(batch.input_ids.to(device), batch.attention_mask.to(device),
