@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from csplade_pyserini.datasets import load_qrels, read_corpus, read_queries
+from csplade_pyserini.runs.format import read_run as read_trec_run  # the one TREC line parser
 from csplade_pyserini.textio import json_object, read_lines
 from csplade_pyserini.errors import InputError
 
@@ -254,31 +255,13 @@ def read_run(path: str | Path, queries: set[str] | None = None) -> dict[str, lis
     the rank column, which tools fill inconsistently. A docid listed twice for a query keeps its first
     line. ``queries`` restricts the result to those query ids (other lines are still validated).
     """
-    path = _existing(path, "run file")
     rows: dict[str, list[tuple[float, int, str, int]]] = {}
     seen: set[tuple[str, str]] = set()
-    for number, line in read_lines(path):
-        parts = line.split()
-        if not parts:
+    for hit in read_trec_run(_existing(path, "run file")):
+        if (queries is not None and hit.qid not in queries) or (hit.qid, hit.docid) in seen:
             continue
-        if len(parts) != 6:
-            raise InputError(f"expected 'qid Q0 docid rank score tag', got {len(parts)} columns", path=path,
-                             line=number)
-        qid, _, docid, rank_text, score_text, _ = parts
-        try:
-            rank = int(rank_text)
-        except ValueError:
-            raise InputError(f"rank {rank_text!r} is not an integer", path=path, line=number, field="rank") from None
-        try:
-            score = float(score_text)
-        except ValueError:
-            raise InputError(f"score {score_text!r} is not a number", path=path, line=number, field="score") from None
-        if not math.isfinite(score):
-            raise InputError(f"score {score_text!r} is not finite", path=path, line=number, field="score")
-        if (queries is not None and qid not in queries) or (qid, docid) in seen:
-            continue
-        seen.add((qid, docid))
-        rows.setdefault(qid, []).append((-score, rank, docid, number))
+        seen.add((hit.qid, hit.docid))
+        rows.setdefault(hit.qid, []).append((-hit.score, hit.rank, hit.docid, hit.line))
     return {qid: [(docid, -neg, number) for neg, _, docid, number in sorted(entries)]
             for qid, entries in rows.items()}
 
