@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install demo demo-quick test bench clean-venv
+.PHONY: install demo demo-quick test bench bench-encoding bench-retrieval bench-training clean-venv
 
 install: $(STAMP)
 
@@ -36,8 +36,17 @@ demo-quick: install
 test: install
 	$(PY) -m pytest -q
 
-bench: install
-	$(PY) -m pytest -q -m slow $(BENCH_ARGS)
+# Benchmarks are commands, not tests: each writes eval/results/bench-*.{md,json} (hours of CPU in all).
+bench: bench-encoding bench-retrieval bench-training
+
+bench-encoding: install
+	$(PY) -m csplade_pyserini.benchmarks.encoding --docs 256 $(BENCH_ARGS)
+
+bench-retrieval: install
+	$(PY) -m csplade_pyserini.benchmarks.retrieval --collection scifact $(BENCH_ARGS)
+
+bench-training: install
+	$(PY) -m csplade_pyserini.benchmarks.training $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

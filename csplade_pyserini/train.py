@@ -210,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--flops-doc-weight", type=float, help="lambda_d of the document FLOPS regulariser")
     a("--flops-ramp-fraction", type=float, help="share of training over which the FLOPS weights ramp up "
       "quadratically")
+    a("--logit-bias-sigmas", type=optional_float, help="calibrate a per-term logit bias, -(mean + N std) of each "
+      "entry's logit over 256 training documents, before training (none: no bias; a --init-adapter checkpoint's "
+      "bias is kept)")
+    a("--train-top-k", action=argparse.BooleanOptionalAction, help="train on the card's --query-top-k / "
+      "--doc-top-k largest weights only, as the index will hold them (for backbones whose LM head is dense)")
 
     mine = sub.add_parser("mine-negatives", argument_default=argparse.SUPPRESS,
                           help="BM25 hard negatives for BEIR train queries (Pyserini)",

@@ -22,6 +22,17 @@ def test_pooling_by_hand():
     assert torch.allclose(weights, expected)
 
 
+def test_keep_top_k_by_hand_and_gradients_reach_only_kept_weights():
+    from csplade_pyserini.model.pooling import keep_top_k
+
+    w = torch.tensor([[0.5, 3.0, 0.0, 2.0], [1.0, 0.2, 0.3, 0.1]], requires_grad=True)
+    kept = keep_top_k(w, 2)
+    assert torch.equal(kept.detach(), torch.tensor([[0.0, 3.0, 0.0, 2.0], [1.0, 0.0, 0.3, 0.0]]))
+    kept.sum().backward()
+    assert torch.equal(w.grad, torch.tensor([[0.0, 1.0, 0.0, 1.0], [1.0, 0.0, 1.0, 0.0]]))
+    assert keep_top_k(w, None) is w and keep_top_k(w, 4) is w
+
+
 def test_logit_scale_applies_before_activation():
     pooled = torch.tensor([[4.0, -1.0]])
     assert torch.allclose(splade_activation(pooled, 0.25), torch.tensor([[math.log(2.0), 0.0]]))

@@ -147,7 +147,7 @@ def test_unavailable_corpora_are_skipped_with_the_reason(tmp_path, monkeypatch):
         assert job.mode == "skip" and "'msmarco-v1-passage' is not available on this machine" in job.reason
     assert jobs[("bm25-flat", "dl19-pool")].mode == "pipeline"
     assert jobs[("csplade-cpu-cl-echo", "dl19-pool")].mode == "skip"
-    assert "requires checkpoints/cpu-cl-echo" in jobs[("csplade-cpu-cl-echo", "dl19-pool")].reason
+    assert "requires runs/train/echo-cl/final" in jobs[("csplade-cpu-cl-echo", "dl19-pool")].reason
     # with --allow-download a Pyserini prebuilt index counts as available; a self-built one must exist
     online = {(j.condition.name, j.column.key): j.mode for j in plan(matrix, ["bm25-flat", "splade-tiny"],
                                                                    Settings(allow_download=True))}

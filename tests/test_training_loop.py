@@ -257,6 +257,15 @@ def test_contrastive_variants_and_options_run(backbone, tmp_path, variant):
     assert card.variant == variant and card.adapter == "adapter"
 
 
+def test_train_top_k_trains_on_the_vectors_the_index_keeps(backbone, tmp_path):
+    config = contrastive_config(backbone, tmp_path, max_steps=2, train_top_k=True, query_top_k=3, doc_top_k=5)
+    ContrastiveTrainer(config, examples=toy_examples()).train()
+    log = read_log(tmp_path / "train_log.jsonl")
+    assert all(e["nnz_q"] <= 3 and e["nnz_d"] <= 5 for e in log)
+    with pytest.raises(InputError, match="train-top-k"):
+        contrastive_config(backbone, tmp_path, train_top_k=True, query_top_k=None, doc_top_k=None).validate()
+
+
 def test_cl_kd_with_teacher_scores_from_cli(backbone, toy_beir, workdir, tmp_path):
     """score-teacher (splade-tiny) writes qid pid score lines; contrastive CL+KD and KD (MarginMSE) train on
     them from the CLI, BEIR folder + run as data."""
@@ -486,3 +495,35 @@ def test_cli_help(capsys):
                  "--gradient-checkpointing", "--threads", "--data", "--objective", "--kd-loss", "--full",
                  "--init-adapter", "--output-dir"):
         assert flag in out, flag
+
+
+def test_calibrated_logit_bias_is_saved_loaded_resumed_and_exported(backbone, tmp_path):
+    from csplade_pyserini.train import main
+
+    config = contrastive_config(backbone, tmp_path / "run", max_steps=4, logit_bias_sigmas=1.0, save_steps=2)
+    trainer = ContrastiveTrainer(config, examples=toy_examples())
+    result = trainer.train()
+    card = ModelCard.load(result.final_dir)
+    assert card.logit_bias == "logit_bias.safetensors" and (result.final_dir / card.logit_bias).is_file()
+    texts = ["where is the zebra", "the volcano is described here in detail"]
+    expected = trainer.sparse_encoder().encode_sequences(trainer.encoder.tokenize(texts, "doc"), top_k=card.doc_top_k)
+    loaded = CspladeModel.from_spec(f"csplade:{result.final_dir},dtype=float32", cache=False)
+    assert loaded.encoder.logit_bias is not None
+    for (ids_a, w_a), (ids_b, w_b) in zip(expected, loaded.encode_weights(texts, "doc")):
+        assert torch.equal(ids_a, ids_b) and torch.allclose(w_a, w_b, atol=1e-5)
+    # a resumed run restores the checkpoint's bias instead of calibrating on the changed model
+    resumed = ContrastiveTrainer(contrastive_config(backbone, tmp_path / "run", max_steps=4, logit_bias_sigmas=1.0,
+                                                    save_steps=2, resume="latest"), examples=toy_examples())
+    resumed.setup()
+    step2 = ModelCard.load(tmp_path / "run" / "checkpoint-2")
+    assert resumed.start_step == 2 and step2.logit_bias
+    from csplade_pyserini.model.logit_bias import load_logit_bias
+
+    assert torch.equal(resumed.logit_bias, load_logit_bias(step2.logit_bias, tmp_path / "run" / "checkpoint-2"))
+    # a second phase from this checkpoint keeps its bias; export carries it along
+    follow = ContrastiveTrainer(contrastive_config(backbone, tmp_path / "next", max_steps=1,
+                                                   init_adapter=str(result.final_dir)), examples=toy_examples())
+    follow.setup()
+    assert torch.equal(follow.logit_bias, trainer.logit_bias)
+    assert main(["export", "--checkpoint", str(result.final_dir), "--output-dir", str(tmp_path / "merged")]) == 0
+    assert ModelCard.load(tmp_path / "merged").logit_bias == "logit_bias.safetensors"

@@ -36,6 +36,10 @@ class ModelCard:
     max_doc_length: int = 256
     logit_scale: float | None = None
     """Multiply logits before the activation; ``"auto"`` in JSON means ``hidden_size ** -0.25`` (Lion)."""
+    logit_bias: str | None = None
+    """A per-vocabulary-entry bias added after the scale, before the activation: a safetensors file
+    (tensor ``bias``), relative to the card. Calibrated by training (``--logit-bias-sigmas``) so that a
+    term gets weight only where its logit stands out from what the LM predicts everywhere."""
     query_top_k: int | None = None
     doc_top_k: int | None = None
     quant_scale: float = 100.0
@@ -68,6 +72,8 @@ class ModelCard:
         if self.logit_scale is not None and self.logit_scale != "auto":
             if not (isinstance(self.logit_scale, (int, float)) and self.logit_scale > 0):
                 raise bad("logit_scale", f"must be a positive number, 'auto' or null, got {self.logit_scale!r}")
+        if self.logit_bias is not None and (not isinstance(self.logit_bias, str) or not self.logit_bias.strip()):
+            raise bad("logit_bias", f"must be a file name or null, got {self.logit_bias!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise bad("dtype", f"must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
 

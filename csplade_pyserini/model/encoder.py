@@ -42,7 +42,12 @@ class CspladeModel:
             adapter = Path(card.adapter)
             model = apply_adapter(model, adapter if adapter.is_absolute() or base_dir is None else base_dir / adapter)
         model.eval()
-        return cls(SparseEncoder(model, tokenizer, card), card, base_dir, device)
+        bias = None
+        if card.logit_bias:
+            from csplade_pyserini.model.logit_bias import load_logit_bias
+
+            bias = load_logit_bias(card.logit_bias, base_dir, model.get_output_embeddings().weight.shape[0])
+        return cls(SparseEncoder(model, tokenizer, card, logit_bias=bias), card, base_dir, device)
 
     @classmethod
     def from_spec(cls, spec: str, device: str = "cpu", cache: bool = True) -> "CspladeModel":

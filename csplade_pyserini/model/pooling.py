@@ -121,11 +121,28 @@ def max_pool_lm_head(hidden: torch.Tensor, weight: torch.Tensor, pool_mask: torc
     return _max_logits(hidden, weight, chunk_elements, with_index=False)[0]
 
 
-def splade_activation(max_logits: torch.Tensor, logit_scale: float | None = None) -> torch.Tensor:
-    """``log(1 + relu(s * x))``; the scale commutes with the max because it is positive."""
+def splade_activation(max_logits: torch.Tensor, logit_scale: float | None = None,
+                      logit_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``log(1 + relu(s * x + b))``; scale and per-term bias commute with the max over positions (the
+    scale is positive, the bias the same at every position), so they apply to the pooled logits."""
     if logit_scale is not None:
         max_logits = max_logits * logit_scale
+    if logit_bias is not None:
+        max_logits = max_logits + logit_bias
     return torch.log1p(torch.relu(max_logits))
+
+
+def keep_top_k(weights: torch.Tensor, k: int | None) -> torch.Tensor:
+    """Zero all but the ``k`` largest weights of each row, differentiably (gradients reach the kept ones).
+
+    Training with the same top-k the model card applies at inference makes the loss see the vectors the
+    index will hold: a backbone whose LM head is dense (SmolLM2 gives most of its 49k entries a positive
+    weight) otherwise learns from thousands of small weights that indexing then throws away.
+    """
+    if k is None or k >= weights.shape[-1]:
+        return weights
+    values, index = weights.topk(k, dim=-1)
+    return torch.zeros_like(weights).scatter(-1, index, values)
 
 
 def naive_splade_pool(logits: torch.Tensor, pool_mask: torch.Tensor) -> torch.Tensor:

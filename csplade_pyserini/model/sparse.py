@@ -60,13 +60,18 @@ def default_max_tokens(device: str | torch.device) -> int:
 
 
 class SparseEncoder(torch.nn.Module):
-    def __init__(self, model, tokenizer, card: ModelCard, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS):
+    def __init__(self, model, tokenizer, card: ModelCard, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+                 logit_bias: torch.Tensor | None = None):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
         self.card = card
         self.chunk_elements = chunk_elements
         self.logit_scale = card.resolved_logit_scale(model.config.hidden_size)
+        vocab = _decoder_and_head(model)[1].shape[0]
+        if logit_bias is not None and logit_bias.numel() != vocab:
+            raise ValueError(f"logit bias has {logit_bias.numel()} entries but the LM head has {vocab}")
+        self.logit_bias = logit_bias
         if card.variant == "bidirectional":
             if set_bidirectional(model, True) == 0:
                 raise ValueError(f"{type(model).__name__} has no attention modules with an is_causal flag; "
@@ -122,7 +127,10 @@ class SparseEncoder(torch.nn.Module):
         _, head = _decoder_and_head(self.model)
         hidden = self.hidden_states(input_ids, attention_mask)
         pooled = max_pool_lm_head(hidden, head, pool_mask, self.chunk_elements)
-        weights = splade_activation(pooled.float(), self.logit_scale)
+        bias = self.logit_bias
+        if bias is not None and bias.device != pooled.device:
+            bias = self.logit_bias = bias.to(pooled.device)
+        weights = splade_activation(pooled.float(), self.logit_scale, bias)
         excluded = self.excluded_ids(weights.shape[-1], weights.device)
         if excluded.numel():
             weights = weights.index_fill(-1, excluded, 0.0)

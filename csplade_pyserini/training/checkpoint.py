@@ -88,11 +88,17 @@ def is_peft_model(model) -> bool:
 
 
 # --- saving ----------------------------------------------------------------------------------------
-def write_model_folder(folder: Path, model, tokenizer, card: ModelCard) -> ModelCard:
-    """Write the card and the weights (adapter or full model) of ``model`` into ``folder`` (existing).
+def write_model_folder(folder: Path, model, tokenizer, card: ModelCard,
+                       logit_bias: torch.Tensor | None = None) -> ModelCard:
+    """Write the card and the weights (adapter or full model) of ``model`` into ``folder`` (existing),
+    and the calibrated logit bias when there is one.
 
     ``card.backbone`` must already be the portable reference for ``folder``. Returns the saved card.
     """
+    if logit_bias is not None:
+        from csplade_pyserini.model.logit_bias import save_logit_bias
+
+        card = card.replace(logit_bias=save_logit_bias(logit_bias, folder))
     if is_peft_model(model):
         with _named_as(model, card.backbone):
             model.save_pretrained(str(folder / ADAPTER_DIR))
@@ -133,7 +139,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(folder: str | Path, model, tokenizer, card: ModelCard,
-                    trainer_state: dict[str, Any] | None = None) -> Path:
+                    trainer_state: dict[str, Any] | None = None, logit_bias: torch.Tensor | None = None) -> Path:
     """Write a checkpoint atomically (a crash mid-save never leaves a half checkpoint that a resume
     would pick up). ``card.backbone`` is the reference as given by the user; it is made portable here."""
     from csplade_pyserini.atomic import atomic_dir
@@ -142,7 +148,7 @@ def save_checkpoint(folder: str | Path, model, tokenizer, card: ModelCard,
     folder.parent.mkdir(parents=True, exist_ok=True)
     portable = card.replace(backbone=portable_backbone(card.backbone, folder))
     with atomic_dir(folder) as tmp:
-        write_model_folder(tmp, model, tokenizer, portable)
+        write_model_folder(tmp, model, tokenizer, portable, logit_bias)
         if trainer_state is not None:
             torch.save(trainer_state, tmp / STATE_NAME)
     logger.info("saved checkpoint %s", folder)
@@ -270,6 +276,11 @@ def export_merged(checkpoint: str | Path, output_dir: str | Path, dtype: str = "
         tokenizer.save_pretrained(str(tmp))
         notes = dict(card.notes)
         notes["exported_from"] = {"adapter": bool(card.adapter), "dtype": dtype}
-        card.replace(backbone=".", adapter=None, notes=notes).save(tmp)
+        exported = card.replace(backbone=".", adapter=None, notes=notes)
+        if card.logit_bias:
+            from csplade_pyserini.model.logit_bias import load_logit_bias, save_logit_bias
+
+            exported = exported.replace(logit_bias=save_logit_bias(load_logit_bias(card.logit_bias, base_dir), tmp))
+        exported.save(tmp)
     logger.info("exported a merged standalone model to %s", output_dir)
     return output_dir

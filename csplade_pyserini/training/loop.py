@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from csplade_pyserini.errors import InputError
-from csplade_pyserini.model.card import DEFAULT_BACKBONE, VARIANTS, ModelCard
+from csplade_pyserini.model.card import CARD_NAME, DEFAULT_BACKBONE, VARIANTS, ModelCard
 from csplade_pyserini.training import checkpoint as ckpt
 from csplade_pyserini.training.data import Passage, TrainingExample, make_groups, teacher_scores_for
 from csplade_pyserini.training.losses import (
@@ -222,6 +222,8 @@ class ContrastiveConfig(TrainConfig):
     flops_query_weight: float = 0.003
     flops_doc_weight: float = 0.003
     flops_ramp_fraction: float = 1 / 3
+    train_top_k: bool = False
+    logit_bias_sigmas: float | None = None
 
     def validate(self) -> None:
         super().validate()
@@ -242,6 +244,8 @@ class ContrastiveConfig(TrainConfig):
             raise InputError(f"must be positive, got {self.kd_temperature!r}", field="kd_temperature")
         if self.temperature is not None and self.temperature <= 0:
             raise InputError(f"must be positive or null, got {self.temperature!r}", field="temperature")
+        if self.train_top_k and self.query_top_k is None and self.doc_top_k is None:
+            raise InputError("--train-top-k needs --query-top-k and/or --doc-top-k", field="train_top_k")
         for name in ("flops_query_weight", "flops_doc_weight"):
             if getattr(self, name) < 0:
                 raise InputError(f"must be non-negative, got {getattr(self, name)!r}", field=name)
@@ -485,6 +489,7 @@ class Trainer:
         self.output_dir = Path(config.output_dir)
         self.eval_set = eval_set
         self.model = None
+        self.logit_bias: torch.Tensor | None = None
         self.tokenizer = None
 
     # subclasses -------------------------------------------------------------------------------------
@@ -504,7 +509,7 @@ class Trainer:
         autograd then refuses in the training encoder."""
         from csplade_pyserini.model.sparse import SparseEncoder
 
-        return SparseEncoder(self.model, self.tokenizer, self.card)
+        return SparseEncoder(self.model, self.tokenizer, self.card, logit_bias=self.logit_bias)
 
     def evaluate(self) -> dict[str, Any]:
         return evaluate_retrieval(self.sparse_encoder(), self.eval_set, self.config.device,
@@ -553,6 +558,7 @@ class Trainer:
         self.start_step = 0
         self.elapsed_before = 0.0
         self.log = TrainLog(self.output_dir / LOG_NAME)
+        self.logit_bias = self.saved_logit_bias(Path(config.init_adapter) if config.init_adapter else None)
         self.prepare()
         resume_from = self.resume_checkpoint()
         if resume_from is not None:
@@ -599,6 +605,22 @@ class Trainer:
             raise InputError("checkpoint to resume from does not exist", path=path, field="resume")
         return path
 
+    def saved_logit_bias(self, folder: Path | None) -> torch.Tensor | None:
+        """The calibrated logit bias a checkpoint carries (None when it has none)."""
+        if folder is None or not (Path(folder) / CARD_NAME).exists():
+            return None
+        card = ModelCard.load(folder)
+        if not card.logit_bias:
+            return None
+        from csplade_pyserini.model.logit_bias import load_logit_bias
+
+        return load_logit_bias(card.logit_bias, Path(folder))
+
+    def set_logit_bias(self, bias: torch.Tensor | None) -> None:
+        self.logit_bias = bias
+        if getattr(self, "encoder", None) is not None:
+            self.encoder.logit_bias = bias
+
     def restore(self, folder: Path) -> None:
         state = ckpt.load_trainer_state(folder)
         if state.get("phase") != self.phase:
@@ -617,6 +639,7 @@ class Trainer:
             ckpt.load_adapter_weights(self.model, folder)
         else:
             ckpt.load_full_weights(self.model, folder)
+        self.set_logit_bias(self.saved_logit_bias(folder))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         ckpt.set_rng_state(state["rng"])
@@ -636,7 +659,7 @@ class Trainer:
         notes["training"] = {**notes.get("training", {}), "step": step, "total_steps": self.total_steps}
         card = self.card.replace(notes=notes)
         state = self.trainer_state(step, elapsed) if resumable else None
-        return ckpt.save_checkpoint(folder, self.model, self.tokenizer, card, state)
+        return ckpt.save_checkpoint(folder, self.model, self.tokenizer, card, state, logit_bias=self.logit_bias)
 
     # loop ---------------------------------------------------------------------------------------------
     def train(self) -> TrainResult:
@@ -933,7 +956,23 @@ class ContrastiveTrainer(Trainer):
             raise InputError("the LM head carries a LoRA adapter, but the sparse encoder pools the head's weight "
                              "directly and would ignore it: leave lm_head out of --target-modules (or of the "
                              "--init-adapter), or use --full", field="target_modules")
-        self.encoder = SparseEncoder(self.model, self.tokenizer, self.card)
+        if self.logit_bias is None and self.config.logit_bias_sigmas is not None:
+            self.logit_bias = self.calibrate_logit_bias()
+        self.encoder = SparseEncoder(self.model, self.tokenizer, self.card, logit_bias=self.logit_bias)
+
+    def calibrate_logit_bias(self, n_documents: int = 256) -> torch.Tensor:
+        """Per-term bias from the training documents (positives and negatives, in data order)."""
+        from csplade_pyserini.model.logit_bias import calibrate_logit_bias
+        from csplade_pyserini.model.sparse import SparseEncoder
+
+        texts: dict[str, str] = {}
+        for example in self.examples:
+            for passage in [*example.positives, *example.negatives]:
+                texts.setdefault(passage.docid, passage.text)
+            if len(texts) >= n_documents:
+                break
+        plain = SparseEncoder(self.model, self.tokenizer, self.card)
+        return calibrate_logit_bias(plain, list(texts.values())[:n_documents], self.config.logit_bias_sigmas)
 
     def groups(self, positions) -> tuple[list[str], list[str], list[list[Passage]], list[str]]:
         queries, docs, groups, qids = [], [], [], []
@@ -947,9 +986,14 @@ class ContrastiveTrainer(Trainer):
         return queries, docs, groups, qids
 
     def encode(self, texts: Sequence[str], kind: str) -> torch.Tensor:
+        from csplade_pyserini.model.pooling import keep_top_k
+
         batch = self.encoder.collate(self.encoder.tokenize(texts, kind))
         device = self.config.device
-        return self.encoder(batch.input_ids.to(device), batch.attention_mask.to(device), batch.pool_mask.to(device))
+        weights = self.encoder(batch.input_ids.to(device), batch.attention_mask.to(device), batch.pool_mask.to(device))
+        if not self.config.train_top_k:
+            return weights
+        return keep_top_k(weights, self.card.query_top_k if kind == "query" else self.card.doc_top_k)
 
     def micro_loss(self, positions, step):
         config = self.config

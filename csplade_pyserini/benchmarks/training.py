@@ -1,0 +1,276 @@
+"""The CPU training recipe end to end, and one table of what it produced.
+
+    python -m csplade_pyserini.benchmarks.training                       # every run, SciFact + DL19 pool
+    python -m csplade_pyserini.benchmarks.training --runs causal-cl --collections scifact
+
+Steps (each skipped when its output exists, so an interrupted benchmark resumes where it stopped):
+BM25 hard negatives for the SciFact train split, splade-tiny teacher scores (for ``clkd`` runs), the
+adaptation phase per attention variant, the contrastive phase of each run, then the main job's
+pipeline on each collection for BM25, splade-tiny, the untrained backbone and every trained
+checkpoint. Each pipeline step runs in its own process (its peak RSS is its own); training time and
+peak memory come from the checkpoints' ``train_log.jsonl``. The stability table compares the first
+contrastive steps with and without the adaptation phase (the ``*-noadapt`` runs).
+
+Results: ``eval/results/bench-training.{md,json}``; per-step reports in ``eval/results/bench-training/``.
+A row whose report already existed says when it was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from csplade_pyserini.atomic import atomic_file
+from csplade_pyserini.benchmarks._subprocess import run_measured
+from csplade_pyserini.cli import run_cli
+from csplade_pyserini.paths import EVAL_DIR, RUNS_DIR, shared_path
+
+logger = logging.getLogger(__name__)
+RESULTS = EVAL_DIR / "results"
+RECIPE = Path(__file__).resolve().parent.parent / "configs" / "cpu-smollm2.yaml"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One trained model of the benchmark: attention variant, objective, with or without adaptation."""
+
+    name: str
+    variant: str
+    objective: str = "cl"
+    adapt: bool = True
+    stop_after: int | None = None  # stop early on the full run's schedule (stability runs, not evaluated)
+
+
+# Names match the CPU conditions of the 2CR matrices (runs/train/<variant>-<objective>/final).
+PLANS = {p.name: p for p in [
+    *(RunPlan(f"{variant}-{objective}", variant, objective)
+      for variant in ("causal", "echo", "bidirectional") for objective in ("cl", "kd", "clkd")),
+    RunPlan("causal-cl-noadapt", "causal", adapt=False, stop_after=20),
+]}
+DEFAULT_RUNS = "causal-cl,causal-cl-noadapt,causal-clkd"
+
+
+def _python(label: str, args: list[str]) -> dict:
+    logger.info("%s: python %s", label, " ".join(args))
+    proc = run_measured(args)
+    if proc["returncode"] != 0:
+        raise SystemExit(f"{label} failed with exit code {proc['returncode']}")
+    return proc
+
+
+class Benchmark:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.work = Path(args.work)
+        self.data = Path(args.data)
+        self.reports = RESULTS / args.name
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.reports.mkdir(parents=True, exist_ok=True)
+
+    # --- training -----------------------------------------------------------------------------------
+    def negatives(self) -> Path:
+        out = self.work / "scifact-train.bm25.trec"
+        if not out.exists():
+            _python("mine-negatives", ["-m", "csplade_pyserini.train", "mine-negatives", "--data", str(self.data),
+                                       "--output", str(out), "--threads", str(self.args.threads)])
+        return out
+
+    def teacher(self, run: Path) -> Path:
+        out = self.work / "scifact-train.splade-tiny.scores"
+        if not out.exists():
+            _python("score-teacher", ["-m", "csplade_pyserini.train", "score-teacher", "--teacher", self.args.splade,
+                                      "--run", str(run), "--data", str(self.data), "--top-k", "8",
+                                      "--output", str(out), "--threads", str(self.args.threads)])
+        return out
+
+    def common(self, variant: str) -> list[str]:
+        return ["--config", self.args.config, "--dtype", self.args.dtype, "--variant", variant,
+                "--threads", str(self.args.threads)]
+
+    def adapter(self) -> Path:
+        """One adaptation for every variant: the recipe's CLM + ReLU phase reads text with causal attention
+        whatever variant the contrastive phase uses (as in CSPLADE, where the LM is adapted once)."""
+        out = self.work / "adapt-causal"
+        if not (out / "final").exists():
+            _python("adapt", ["-m", "csplade_pyserini.train", "adapt", *self.common("causal"), "--data", str(self.data),
+                              "--output-dir", str(out)])
+        return out / "final"
+
+    def train(self, plan: RunPlan) -> Path:
+        out = self.work / plan.name
+        done = out / (f"checkpoint-{plan.stop_after}" if plan.stop_after else "final")
+        if done.exists():
+            return done
+        negatives = self.negatives()
+        args = ["-m", "csplade_pyserini.train", "contrastive", *self.common(plan.variant), "--data", str(self.data),
+                "--run", str(negatives), "--objective", plan.objective, "--eval-data", str(self.data),
+                "--output-dir", str(out)]
+        if plan.adapt:
+            args += ["--init-adapter", str(self.adapter())]
+        if plan.objective != "cl":
+            args += ["--teacher-scores", str(self.teacher(negatives))]
+        if plan.stop_after:
+            args += ["--stop-after", str(plan.stop_after), "--eval-steps", "0"]
+        _python(plan.name, args)
+        return done
+
+    # --- evaluation ---------------------------------------------------------------------------------
+    def evaluate(self, collection: str, label: str, extra: list[str]) -> list[dict]:
+        report = self.reports / collection / f"{label}.json"
+        if report.exists():
+            proc = json.loads(report.with_suffix(".proc.json").read_text()) if report.with_suffix(
+                ".proc.json").exists() else {}
+        else:
+            report.parent.mkdir(parents=True, exist_ok=True)
+            proc = _python(f"{collection} {label}", [
+                "-m", "csplade_pyserini.pipeline", "--collection", collection, "--threads", str(self.args.threads),
+                "--report", str(report), *extra])
+            with atomic_file(report.with_suffix(".proc.json")) as handle:
+                json.dump(proc, handle)
+        data = json.loads(report.read_text())
+        measured = dt.datetime.fromtimestamp(report.stat().st_mtime, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+        return [{**row, **proc, "label": data["label"], "measured": measured, "key": label} for row in data["rows"]]
+
+
+def train_summary(checkpoint: Path, adapter: Path | None) -> dict:
+    """Training time and peak memory of a checkpoint's run, its adaptation phase included."""
+    def steps(folder: Path) -> list[dict]:
+        records = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines() if line.strip()]
+        return [r for r in records if r.get("event") == "train"]
+
+    phases = [steps(checkpoint.parent)] + ([steps(adapter.parent)] if adapter else [])
+    return {"train_s": sum(p[-1]["elapsed"] for p in phases),
+            "train_peak_rss_mb": max(r.get("peak_rss_mb", 0) for p in phases for r in p),
+            "steps": "+".join(str(p[-1]["step"]) for p in reversed(phases))}
+
+
+def stability(log: Path, first: int) -> dict:
+    """Loss and share of all-zero query/document vectors over the first ``first`` contrastive steps."""
+    steps = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    steps = [r for r in steps if r.get("event") == "train"][:first]
+    losses = [r["loss"] for r in steps]
+    return {"steps": len(steps), "loss_first": losses[0], "loss_last": losses[-1],
+            "loss_mean": statistics.fmean(losses), "loss_max": max(losses),
+            "zero_share_mean": statistics.fmean(r.get("zero_share", 0.0) for r in steps),
+            "zero_share_max": max(r.get("zero_share", 0.0) for r in steps),
+            "grad_norm_max": max(r.get("grad_norm", 0.0) for r in steps),
+            "nnz_q_last": steps[-1].get("nnz_q"), "nnz_d_last": steps[-1].get("nnz_d"),
+            "curve": [round(x, 4) for x in losses]}
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def write_tables(rows: list[dict], collections: list[str], stable: dict[str, dict], path: Path) -> str:
+    """One row per system: effectiveness on each collection, then size and cost."""
+    systems: dict[str, dict] = {}
+    for row in rows:
+        entry = systems.setdefault(row["key"], {"system": row["system"], "train": row.get("train")})
+        entry[row["collection"]] = row
+    header = ["system"]
+    for c in collections:
+        header += [f"{c} nDCG@10", f"{c} R@100" if c == "scifact" else f"{c} R@1K"]
+    header += ["terms/doc", "terms/query", "index MB", "encode docs/s", "train s (steps)", "train peak RSS MB",
+               "eval peak RSS MB", "measured"]
+    lines = ["# CPU training recipe: every system on SciFact test and, zero-shot, the DL19 pool", "",
+             "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for entry in systems.values():
+        cells = [entry["system"]]
+        for c in collections:
+            scores = entry.get(c, {}).get("scores", {})
+            recall = scores.get("R@100") if c == "scifact" else scores.get("R(rel=2)@1000", scores.get("R@1000"))
+            cells += [_fmt(scores.get("nDCG@10"), ".4f"), _fmt(recall, ".4f")]
+        first = entry.get(collections[0]) or next(v for k, v in entry.items() if isinstance(v, dict) and "scores" in v)
+        train = entry.get("train") or {}
+        cells += [_fmt(first.get("terms_per_doc"), ".1f"), _fmt(first.get("terms_per_query"), ".1f"),
+                  _fmt(first.get("index_mb"), ".1f"), _fmt(first.get("docs_per_s"), ".2f"),
+                  _fmt(train.get("train_s"), ".0f") + (f" ({train['steps']})" if train else ""), _fmt(train.get("train_peak_rss_mb"), ".0f"),
+                  _fmt(max((entry[c].get("peak_rss_mb", 0) for c in collections if c in entry), default=None), ".0f"),
+                  first.get("measured", "-")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Size and speed columns are from the {collections[0]} run.", ""]
+    if stable:
+        lines += ["## Early contrastive training with and without the adaptation phase", "",
+                  "| run | steps | loss step 1 | loss last | mean loss | max loss | mean all-zero share | "
+                  "max all-zero share | max grad norm | nnz/query last | nnz/doc last |", "|---" * 11 + "|"]
+        for name, s in stable.items():
+            lines.append(f"| {name} | {s['steps']} | {s['loss_first']:.3f} | {s['loss_last']:.3f} | "
+                         f"{s['loss_mean']:.3f} | {s['loss_max']:.3f} | {s['zero_share_mean']:.3f} | "
+                         f"{s['zero_share_max']:.3f} | {s['grad_norm_max']:.2f} | {_fmt(s['nnz_q_last'], '.0f')} | "
+                         f"{_fmt(s['nnz_d_last'], '.0f')} |")
+        lines += ["", "Loss curves (first steps):", ""]
+        lines += [f"- {name}: {' '.join(format(x, '.3f') for x in s['curve'])}" for name, s in stable.items()]
+    text = "\n".join(lines) + "\n"
+    with atomic_file(path) as handle:
+        handle.write(text)
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m csplade_pyserini.benchmarks.training", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default=DEFAULT_RUNS, help=f"comma-separated, from: {', '.join(PLANS)}")
+    parser.add_argument("--collections", default="scifact,dl19-pool")
+    parser.add_argument("--config", default=str(RECIPE), help="training recipe (YAML)")
+    parser.add_argument("--data", default=str(shared_path("data", "beir", "scifact")), help="BEIR training folder")
+    parser.add_argument("--splade", default=str(shared_path("models", "splade-tiny")), help="baseline and teacher")
+    parser.add_argument("--work", default=str(RUNS_DIR / "train"), help="checkpoints and training data")
+    parser.add_argument("--dtype", default="auto", help="training dtype (auto: bf16 where the CPU has it)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-baselines", action="store_true", help="trained models only")
+    parser.add_argument("--zero-shot-runs", default=None,
+                        help="trained runs evaluated on the collections after the first (default: every run)")
+    parser.add_argument("--stability-steps", type=int, default=20)
+    parser.add_argument("--name", default="bench-training", help="results file stem")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    unknown = [r for r in args.runs.split(",") if r and r not in PLANS]
+    if unknown:
+        raise SystemExit(f"unknown runs {unknown}; choose from {', '.join(PLANS)}")
+    plans = [PLANS[r] for r in args.runs.split(",") if r]
+    collections = [c for c in args.collections.split(",") if c]
+    bench = Benchmark(args)
+    checkpoints = {plan.name: bench.train(plan) for plan in plans}
+
+    stable = {}
+    for plan in plans:
+        if plan.variant == "causal" and plan.objective == "cl":
+            stable[plan.name] = stability(checkpoints[plan.name].parent / "train_log.jsonl", args.stability_steps)
+
+    zero_shot = set(args.zero_shot_runs.split(",")) if args.zero_shot_runs else {p.name for p in plans}
+    systems: list[tuple[str, list[str], dict | None]] = []
+    if not args.no_baselines:
+        systems += [("bm25", ["--no-csplade"], None),
+                    ("splade-tiny", ["--no-bm25", "--no-csplade", "--splade", args.splade], None),
+                    ("untrained-causal", ["--no-bm25", "--encoder", "csplade:smollm2,variant=causal"], None)]
+    for plan in plans:
+        if plan.stop_after:  # a short stability run, not a model to evaluate
+            continue
+        adapter = bench.adapter() if plan.adapt else None
+        systems.append((plan.name, ["--no-bm25", "--encoder", f"csplade:{checkpoints[plan.name]}"],
+                        train_summary(checkpoints[plan.name], adapter)))
+    rows = []
+    for position, collection in enumerate(collections):
+        for key, extra, train in systems:
+            if position > 0 and train is not None and key not in zero_shot:
+                continue
+            for row in bench.evaluate(collection, key, extra):
+                rows.append({**row, "collection": collection, "train": train})
+            with atomic_file(RESULTS / f"{args.name}.json") as handle:
+                json.dump({"rows": rows, "stability": stable}, handle, indent=2)
+            write_tables(rows, collections, stable, RESULTS / f"{args.name}.md")
+    print(write_tables(rows, collections, stable, RESULTS / f"{args.name}.md"))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
