@@ -46,13 +46,12 @@ class RunPlan:
     stop_after: int | None = None  # stop early on the full run's schedule (stability runs, not evaluated)
 
 
-# Names match the CPU conditions of the 2CR matrices (runs/train/<variant>-<objective>/final).
+# Names match the CPU conditions of the 2CR matrices (runs/train/<variant>-<objective>[-noadapt]/final).
 PLANS = {p.name: p for p in [
-    *(RunPlan(f"{variant}-{objective}", variant, objective)
-      for variant in ("causal", "echo", "bidirectional") for objective in ("cl", "kd", "clkd")),
-    RunPlan("causal-cl-noadapt", "causal", adapt=False, stop_after=20),
+    RunPlan(f"{variant}-{objective}{'' if adapt else '-noadapt'}", variant, objective, adapt)
+    for variant in ("causal", "echo", "bidirectional") for objective in ("cl", "kd", "clkd") for adapt in (True, False)
 ]}
-DEFAULT_RUNS = "causal-cl,causal-cl-noadapt,causal-clkd"
+DEFAULT_RUNS = "causal-cl-noadapt,causal-clkd-noadapt"
 
 
 def _python(label: str, args: list[str]) -> dict:
@@ -106,6 +105,8 @@ class Benchmark:
         done = out / (f"checkpoint-{plan.stop_after}" if plan.stop_after else "final")
         if done.exists():
             return done
+        if self.args.existing_only:
+            raise SystemExit(f"{plan.name} has not been trained ({done} is missing) and --existing-only is given")
         negatives = self.negatives()
         args = ["-m", "csplade_pyserini.train", "contrastive", *self.common(plan.variant), "--data", str(self.data),
                 "--run", str(negatives), "--objective", plan.objective, "--eval-data", str(self.data),
@@ -122,6 +123,9 @@ class Benchmark:
     # --- evaluation ---------------------------------------------------------------------------------
     def evaluate(self, collection: str, label: str, extra: list[str]) -> list[dict]:
         report = self.reports / collection / f"{label}.json"
+        if not report.exists() and self.args.existing_only:
+            logger.warning("no report for %s on %s (--existing-only): left out of the table", label, collection)
+            return []
         if report.exists():
             proc = json.loads(report.with_suffix(".proc.json").read_text()) if report.with_suffix(
                 ".proc.json").exists() else {}
@@ -151,8 +155,9 @@ def train_summary(checkpoint: Path, adapter: Path | None) -> dict:
 
 def stability(log: Path, first: int) -> dict:
     """Loss and share of all-zero query/document vectors over the first ``first`` contrastive steps."""
-    steps = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    steps = [r for r in steps if r.get("event") == "train"][:first]
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    steps = [r for r in records if r.get("event") == "train"][:first]
+    evals = {r["step"]: r.get("ndcg@10") for r in records if r.get("event") == "eval"}
     losses = [r["loss"] for r in steps]
     return {"steps": len(steps), "loss_first": losses[0], "loss_last": losses[-1],
             "loss_mean": statistics.fmean(losses), "loss_max": max(losses),
@@ -160,7 +165,7 @@ def stability(log: Path, first: int) -> dict:
             "zero_share_max": max(r.get("zero_share", 0.0) for r in steps),
             "grad_norm_max": max(r.get("grad_norm", 0.0) for r in steps),
             "nnz_q_last": steps[-1].get("nnz_q"), "nnz_d_last": steps[-1].get("nnz_d"),
-            "curve": [round(x, 4) for x in losses]}
+            "curve": [round(x, 4) for x in losses], "evals": evals}
 
 
 def _fmt(value, spec: str) -> str:
@@ -206,6 +211,10 @@ def write_tables(rows: list[dict], collections: list[str], stable: dict[str, dic
                          f"{_fmt(s['nnz_d_last'], '.0f')} |")
         lines += ["", "Loss curves (first steps):", ""]
         lines += [f"- {name}: {' '.join(format(x, '.3f') for x in s['curve'])}" for name, s in stable.items()]
+        lines += ["", "In-training nDCG@10 (20 SciFact test queries, 200 documents; monitoring only, never used to "
+                  "pick a checkpoint):", ""]
+        lines += [f"- {name}: " + (", ".join(f"step {k}: {v:.3f}" for k, v in sorted(s["evals"].items())) or "none")
+                  for name, s in stable.items()]
     text = "\n".join(lines) + "\n"
     with atomic_file(path) as handle:
         handle.write(text)
@@ -224,9 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default="auto", help="training dtype (auto: bf16 where the CPU has it)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-baselines", action="store_true", help="trained models only")
-    parser.add_argument("--zero-shot-runs", default=None,
-                        help="trained runs evaluated on the collections after the first (default: every run)")
+    parser.add_argument("--zero-shot-systems", default=None,
+                        help="systems (bm25, splade-tiny, untrained-causal, extra names, run names) evaluated on the "
+                             "collections after the first (default: all)")
+    parser.add_argument("--extra", action="append", default=[], metavar="NAME=SPEC",
+                        help="another csplade spec to evaluate beside the runs (e.g. an ablation)")
+    parser.add_argument("--existing-only", action="store_true",
+                        help="train nothing and run no new evaluation: tabulate the reports that exist")
     parser.add_argument("--stability-steps", type=int, default=20)
+    parser.add_argument("--stability-from", default=None,
+                        help="comma-separated run folders (e.g. stopped early) whose first steps join the stability table")
     parser.add_argument("--name", default="bench-training", help="results file stem")
     return parser
 
@@ -245,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     for plan in plans:
         if plan.variant == "causal" and plan.objective == "cl":
             stable[plan.name] = stability(checkpoints[plan.name].parent / "train_log.jsonl", args.stability_steps)
+    for folder in filter(None, (args.stability_from or "").split(",")):
+        stable[Path(folder).name] = stability(Path(folder) / "train_log.jsonl", args.stability_steps)
 
-    zero_shot = set(args.zero_shot_runs.split(",")) if args.zero_shot_runs else {p.name for p in plans}
     systems: list[tuple[str, list[str], dict | None]] = []
     if not args.no_baselines:
         systems += [("bm25", ["--no-csplade"], None),
@@ -258,10 +275,16 @@ def main(argv: list[str] | None = None) -> int:
         adapter = bench.adapter() if plan.adapt else None
         systems.append((plan.name, ["--no-bm25", "--encoder", f"csplade:{checkpoints[plan.name]}"],
                         train_summary(checkpoints[plan.name], adapter)))
+    for item in args.extra:
+        name, _, spec = item.partition("=")
+        if not spec:
+            raise SystemExit(f"--extra wants NAME=SPEC, got {item!r}")
+        systems.append((name, ["--no-bm25", "--encoder", spec], None))
+    zero_shot = set(args.zero_shot_systems.split(",")) if args.zero_shot_systems else {key for key, _, _ in systems}
     rows = []
     for position, collection in enumerate(collections):
         for key, extra, train in systems:
-            if position > 0 and train is not None and key not in zero_shot:
+            if position > 0 and key not in zero_shot:
                 continue
             for row in bench.evaluate(collection, key, extra):
                 rows.append({**row, "collection": collection, "train": train})

@@ -577,7 +577,7 @@ class Trainer:
                  "lora_alpha": None if c.full else c.lora_alpha, "full": c.full, "learning_rate": c.learning_rate,
                  "seed": c.seed, "dtype": c.dtype}
         for name in ("objective", "kd_loss", "negatives", "flops_query_weight", "flops_doc_weight", "relu_weight",
-                     "seq_len"):
+                     "seq_len", "logit_bias_sigmas", "train_top_k", "init_adapter"):
             if hasattr(c, name):
                 notes[name] = getattr(c, name)
         return notes
