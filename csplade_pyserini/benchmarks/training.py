@@ -183,7 +183,7 @@ def write_tables(rows: list[dict], collections: list[str], stable: dict[str, dic
         header += [f"{c} nDCG@10", f"{c} R@100" if c == "scifact" else f"{c} R@1K"]
     header += ["terms/doc", "terms/query", "index MB", "encode docs/s", "train s (steps)", "train peak RSS MB",
                "eval peak RSS MB", "measured"]
-    lines = ["# CPU training recipe: every system on SciFact test and, zero-shot, the DL19 pool", "",
+    lines = [f"# CPU training recipe: every system on {', '.join(collections)}", "",
              "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for entry in systems.values():
         cells = [entry["system"]]
