@@ -6,7 +6,6 @@ import torch
 
 from csplade_pyserini.errors import InputError
 from csplade_pyserini.model.card import ModelCard
-from csplade_pyserini.model.encoder import CspladeModel
 from csplade_pyserini.model.logit_bias import calibrate_logit_bias, load_logit_bias, save_logit_bias
 from csplade_pyserini.model.pooling import splade_activation
 from csplade_pyserini.model.sparse import SparseEncoder, _decoder_and_head

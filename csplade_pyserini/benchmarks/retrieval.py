@@ -15,16 +15,13 @@ import logging
 
 from csplade_pyserini.atomic import atomic_file
 from csplade_pyserini.benchmarks._subprocess import run_measured
+from csplade_pyserini.benchmarks._tables import cell
 from csplade_pyserini.cli import run_cli
 from csplade_pyserini.paths import EVAL_DIR, shared_path
 
 logger = logging.getLogger(__name__)
 RESULTS = EVAL_DIR / "results"
 DEFAULT_MODELS = "csplade:smollm2,variant=causal;csplade:smollm2,variant=bidirectional;csplade:smollm2,variant=echo"
-
-
-def _cell(value, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
 
 
 def write_table(rows: list[dict], path, collection: str, threads: int) -> str:
@@ -35,12 +32,12 @@ def write_table(rows: list[dict], path, collection: str, threads: int) -> str:
              "query enc ms | search ms/q | peak RSS MB | wall s |", "|---" * 12 + "|"]
     for r in rows:
         s = r.get("scores", {})
-        lines.append(f"| {r['system']} | {_cell(s.get('nDCG@10'), '.4f')} | {_cell(s.get('R@100'), '.4f')} | "
-                     f"{_cell(r.get('terms_per_doc'), '.1f')} | {_cell(r.get('terms_per_query'), '.1f')} | "
-                     f"{_cell(r.get('index_mb'), '.1f')} | {_cell(r.get('docs_per_s'), '.2f')} | "
-                     f"{_cell(r.get('encode_s'), '.0f')} | {_cell(r.get('query_encode_ms'), '.1f')} | "
-                     f"{_cell(r.get('search_ms'), '.1f')} | {_cell(r.get('peak_rss_mb'), '.0f')} | "
-                     f"{_cell(r.get('wall_s'), '.0f')} |")
+        lines.append(f"| {r['system']} | {cell(s.get('nDCG@10'), '.4f')} | {cell(s.get('R@100'), '.4f')} | "
+                     f"{cell(r.get('terms_per_doc'), '.1f')} | {cell(r.get('terms_per_query'), '.1f')} | "
+                     f"{cell(r.get('index_mb'), '.1f')} | {cell(r.get('docs_per_s'), '.2f')} | "
+                     f"{cell(r.get('encode_s'), '.0f')} | {cell(r.get('query_encode_ms'), '.1f')} | "
+                     f"{cell(r.get('search_ms'), '.1f')} | {cell(r.get('peak_rss_mb'), '.0f')} | "
+                     f"{cell(r.get('wall_s'), '.0f')} |")
     text = "\n".join(lines) + "\n"
     with atomic_file(path) as handle:
         handle.write(text)
@@ -82,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({**row, **proc, "label": data["label"]})
         with atomic_file(RESULTS / f"{name}.json") as handle:  # partial results survive a later failure
             json.dump(rows, handle, indent=2)
-        write_table(rows, RESULTS / f"{name}.md", args.collection, args.threads)
-    print(write_table(rows, RESULTS / f"{name}.md", args.collection, args.threads))
+        text = write_table(rows, RESULTS / f"{name}.md", args.collection, args.threads)
+    print(text)
     return 0
 
 

@@ -4,8 +4,8 @@
     python -m csplade_pyserini.benchmarks.training --runs causal-cl --collections scifact
 
 Steps (each skipped when its output exists, so an interrupted benchmark resumes where it stopped):
-BM25 hard negatives for the SciFact train split, splade-tiny teacher scores (for ``clkd`` runs), the
-adaptation phase per attention variant, the contrastive phase of each run, then the main job's
+BM25 hard negatives for the SciFact train split, splade-tiny teacher scores (for ``kd``/``clkd`` runs), one
+adaptation phase shared by every run that uses it, the contrastive phase of each run, then the main job's
 pipeline on each collection for BM25, splade-tiny, the untrained backbone and every trained
 checkpoint. Each pipeline step runs in its own process (its peak RSS is its own); training time and
 peak memory come from the checkpoints' ``train_log.jsonl``. The stability table compares the first
@@ -27,6 +27,7 @@ from pathlib import Path
 
 from csplade_pyserini.atomic import atomic_file
 from csplade_pyserini.benchmarks._subprocess import run_measured
+from csplade_pyserini.benchmarks._tables import cell
 from csplade_pyserini.cli import run_cli
 from csplade_pyserini.paths import EVAL_DIR, RUNS_DIR, shared_path
 
@@ -43,7 +44,6 @@ class RunPlan:
     variant: str
     objective: str = "cl"
     adapt: bool = True
-    stop_after: int | None = None  # stop early on the full run's schedule (stability runs, not evaluated)
 
 
 # Names match the CPU conditions of the 2CR matrices (runs/train/<variant>-<objective>[-noadapt]/final).
@@ -102,7 +102,7 @@ class Benchmark:
 
     def train(self, plan: RunPlan) -> Path:
         out = self.work / plan.name
-        done = out / (f"checkpoint-{plan.stop_after}" if plan.stop_after else "final")
+        done = out / "final"
         if done.exists():
             return done
         if self.args.existing_only:
@@ -115,8 +115,6 @@ class Benchmark:
             args += ["--init-adapter", str(self.adapter())]
         if plan.objective != "cl":
             args += ["--teacher-scores", str(self.teacher(negatives))]
-        if plan.stop_after:
-            args += ["--stop-after", str(plan.stop_after), "--eval-steps", "0"]
         _python(plan.name, args)
         return done
 
@@ -126,15 +124,15 @@ class Benchmark:
         if not report.exists() and self.args.existing_only:
             logger.warning("no report for %s on %s (--existing-only): left out of the table", label, collection)
             return []
+        measured_process = report.with_suffix(".proc.json")
         if report.exists():
-            proc = json.loads(report.with_suffix(".proc.json").read_text()) if report.with_suffix(
-                ".proc.json").exists() else {}
+            proc = json.loads(measured_process.read_text()) if measured_process.exists() else {}
         else:
             report.parent.mkdir(parents=True, exist_ok=True)
             proc = _python(f"{collection} {label}", [
                 "-m", "csplade_pyserini.pipeline", "--collection", collection, "--threads", str(self.args.threads),
                 "--report", str(report), *extra])
-            with atomic_file(report.with_suffix(".proc.json")) as handle:
+            with atomic_file(measured_process) as handle:
                 json.dump(proc, handle)
         data = json.loads(report.read_text())
         measured = dt.datetime.fromtimestamp(report.stat().st_mtime, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
@@ -143,11 +141,9 @@ class Benchmark:
 
 def train_summary(checkpoint: Path, adapter: Path | None) -> dict:
     """Training time and peak memory of a checkpoint's run, its adaptation phase included."""
-    def steps(folder: Path) -> list[dict]:
-        records = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines() if line.strip()]
-        return [r for r in records if r.get("event") == "train"]
+    from csplade_pyserini.training.loop import LOG_NAME, read_log
 
-    phases = [steps(checkpoint.parent)] + ([steps(adapter.parent)] if adapter else [])
+    phases = [read_log(folder.parent / LOG_NAME) for folder in (checkpoint, adapter) if folder is not None]
     return {"train_s": sum(p[-1]["elapsed"] for p in phases),
             "train_peak_rss_mb": max(r.get("peak_rss_mb", 0) for p in phases for r in p),
             "steps": "+".join(str(p[-1]["step"]) for p in reversed(phases))}
@@ -155,9 +151,10 @@ def train_summary(checkpoint: Path, adapter: Path | None) -> dict:
 
 def stability(log: Path, first: int) -> dict:
     """Loss and share of all-zero query/document vectors over the first ``first`` contrastive steps."""
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    steps = [r for r in records if r.get("event") == "train"][:first]
-    evals = {r["step"]: r.get("ndcg@10") for r in records if r.get("event") == "eval"}
+    from csplade_pyserini.training.loop import read_log
+
+    steps = read_log(log, event="train")[:first]
+    evals = {r["step"]: r.get("ndcg@10") for r in read_log(log, event="eval")}
     losses = [r["loss"] for r in steps]
     return {"steps": len(steps), "loss_first": losses[0], "loss_last": losses[-1],
             "loss_mean": statistics.fmean(losses), "loss_max": max(losses),
@@ -166,10 +163,6 @@ def stability(log: Path, first: int) -> dict:
             "grad_norm_max": max(r.get("grad_norm", 0.0) for r in steps),
             "nnz_q_last": steps[-1].get("nnz_q"), "nnz_d_last": steps[-1].get("nnz_d"),
             "curve": [round(x, 4) for x in losses], "evals": evals}
-
-
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def write_tables(rows: list[dict], collections: list[str], stable: dict[str, dict], path: Path) -> str:
@@ -190,13 +183,14 @@ def write_tables(rows: list[dict], collections: list[str], stable: dict[str, dic
         for c in collections:
             scores = entry.get(c, {}).get("scores", {})
             recall = scores.get("R@100") if c == "scifact" else scores.get("R(rel=2)@1000", scores.get("R@1000"))
-            cells += [_fmt(scores.get("nDCG@10"), ".4f"), _fmt(recall, ".4f")]
+            cells += [cell(scores.get("nDCG@10"), ".4f"), cell(recall, ".4f")]
         first = entry.get(collections[0]) or next(v for k, v in entry.items() if isinstance(v, dict) and "scores" in v)
         train = entry.get("train") or {}
-        cells += [_fmt(first.get("terms_per_doc"), ".1f"), _fmt(first.get("terms_per_query"), ".1f"),
-                  _fmt(first.get("index_mb"), ".1f"), _fmt(first.get("docs_per_s"), ".2f"),
-                  _fmt(train.get("train_s"), ".0f") + (f" ({train['steps']})" if train else ""), _fmt(train.get("train_peak_rss_mb"), ".0f"),
-                  _fmt(max((entry[c].get("peak_rss_mb", 0) for c in collections if c in entry), default=None), ".0f"),
+        cells += [cell(first.get("terms_per_doc"), ".1f"), cell(first.get("terms_per_query"), ".1f"),
+                  cell(first.get("index_mb"), ".1f"), cell(first.get("docs_per_s"), ".2f"),
+                  cell(train.get("train_s"), ".0f") + (f" ({train['steps']})" if train else ""),
+                  cell(train.get("train_peak_rss_mb"), ".0f"),
+                  cell(max((entry[c].get("peak_rss_mb", 0) for c in collections if c in entry), default=None), ".0f"),
                   first.get("measured", "-")]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Size and speed columns are from the {collections[0]} run.", ""]
@@ -207,8 +201,8 @@ def write_tables(rows: list[dict], collections: list[str], stable: dict[str, dic
         for name, s in stable.items():
             lines.append(f"| {name} | {s['steps']} | {s['loss_first']:.3f} | {s['loss_last']:.3f} | "
                          f"{s['loss_mean']:.3f} | {s['loss_max']:.3f} | {s['zero_share_mean']:.3f} | "
-                         f"{s['zero_share_max']:.3f} | {s['grad_norm_max']:.2f} | {_fmt(s['nnz_q_last'], '.0f')} | "
-                         f"{_fmt(s['nnz_d_last'], '.0f')} |")
+                         f"{s['zero_share_max']:.3f} | {s['grad_norm_max']:.2f} | {cell(s['nnz_q_last'], '.0f')} | "
+                         f"{cell(s['nnz_d_last'], '.0f')} |")
         lines += ["", "Loss curves (first steps):", ""]
         lines += [f"- {name}: {' '.join(format(x, '.3f') for x in s['curve'])}" for name, s in stable.items()]
         lines += ["", "In-training nDCG@10 (20 SciFact test queries, 200 documents; monitoring only, never used to "
@@ -270,8 +264,6 @@ def main(argv: list[str] | None = None) -> int:
                     ("splade-tiny", ["--no-bm25", "--no-csplade", "--splade", args.splade], None),
                     ("untrained-causal", ["--no-bm25", "--encoder", "csplade:smollm2,variant=causal"], None)]
     for plan in plans:
-        if plan.stop_after:  # a short stability run, not a model to evaluate
-            continue
         adapter = bench.adapter() if plan.adapt else None
         systems.append((plan.name, ["--no-bm25", "--encoder", f"csplade:{checkpoints[plan.name]}"],
                         train_summary(checkpoints[plan.name], adapter)))
@@ -281,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--extra wants NAME=SPEC, got {item!r}")
         systems.append((name, ["--no-bm25", "--encoder", spec], None))
     zero_shot = set(args.zero_shot_systems.split(",")) if args.zero_shot_systems else {key for key, _, _ in systems}
-    rows = []
+    rows, text = [], None
     for position, collection in enumerate(collections):
         for key, extra, train in systems:
             if position > 0 and key not in zero_shot:
@@ -290,8 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({**row, "collection": collection, "train": train})
             with atomic_file(RESULTS / f"{args.name}.json") as handle:
                 json.dump({"rows": rows, "stability": stable}, handle, indent=2)
-            write_tables(rows, collections, stable, RESULTS / f"{args.name}.md")
-    print(write_tables(rows, collections, stable, RESULTS / f"{args.name}.md"))
+            text = write_tables(rows, collections, stable, RESULTS / f"{args.name}.md")
+    print(text or write_tables(rows, collections, stable, RESULTS / f"{args.name}.md"))
     return 0
 
 

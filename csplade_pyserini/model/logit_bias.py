@@ -63,13 +63,13 @@ def calibrate_logit_bias(encoder, texts: Sequence[str], sigmas: float, batch_siz
     total = torch.zeros(head.shape[0], dtype=torch.float64, device=head.device)
     squares = torch.zeros_like(total)
     count = 0
+    device = head.device
     was_training = encoder.model.training
     encoder.model.eval()
     try:
         sequences = encoder.tokenize(list(texts), "doc")
         for start in range(0, len(sequences), batch_size):
             batch = encoder.collate(sequences[start:start + batch_size])
-            device = head.device
             hidden = encoder.hidden_states(batch.input_ids.to(device), batch.attention_mask.to(device))
             pooled = hidden[batch.pool_mask.to(device).bool()].float()
             for chunk in pooled.split(512):
