@@ -150,6 +150,11 @@ def _common_training(add: _Options) -> None:
     a("--eval-queries", type=int, help="evaluation queries (a seeded sample)")
     a("--eval-docs", type=int, help="evaluation documents (judged ones + distractors)")
     a("--eval-batch-size", type=int, help="texts per encoding batch in the evaluation")
+    a("--eval-at-start", action=bool_flag, help="also evaluate before the first step (the starting point's score)")
+    a("--save-best", action=bool_flag, help="keep the model of the best in-training nDCG@10 in OUTPUT_DIR/best "
+      "(with --eval-split train --eval-holdout, a choice that does not peek at the test queries)")
+    a("--eval-holdout", action=bool_flag, help="leave the evaluation queries out of the training data (a "
+      "validation slice of the training split)")
     a("--logging-steps", type=int, help="write train_log.jsonl every N steps")
     a("--progress", action=bool_flag, help="show the tqdm progress bar")
 

@@ -144,14 +144,28 @@ def test_prefixes_and_lengths(tiny_model):
 def test_sorted_batches_restore_order_and_respect_budget(tiny_model):
     encoder = tiny_model.encoder
     sequences = [[5] * n for n in (3, 9, 1, 7, 7, 2)]
-    batches = list(encoder.batches(sequences, max_tokens=16, max_batch=8))
+    batches = list(encoder.batches(sequences, max_tokens=16, max_batch=8, pad_multiple=1))
     assert sorted(i for b in batches for i in b.order) == list(range(6))
     assert all(b.input_ids.numel() <= 16 or len(b.order) == 1 for b in batches)
     widths = [b.input_ids.shape[1] for b in batches]
     assert widths == sorted(widths, reverse=True)
-    encoded = encoder.encode_sequences(sequences, max_tokens=16, max_batch=8)
+    encoded = encoder.encode_sequences(sequences, max_tokens=16, max_batch=8, pad_multiple=1)
     single = [encoder.encode_sequences([s])[0] for s in sequences]
     for (ids_a, w_a), (ids_b, w_b) in zip(encoded, single):
+        assert torch.equal(ids_a, ids_b) and torch.allclose(w_a, w_b, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["causal", "echo", "bidirectional"])
+def test_padding_to_a_few_widths_changes_no_weight(tiny_model, variant):
+    """Inference pads batches to multiples of 16 tokens (and the LM head's rows to multiples of 16) so
+    that oneDNN caches few kernel shapes; the weights must equal those of exactly padded batches."""
+    encoder = _encoder(tiny_model, variant)
+    sequences = [[100 + i for i in range(n)] for n in (3, 17, 9, 30, 1)]
+    widths = [b.input_ids.shape[1] for b in encoder.batches(sequences, max_tokens=64, max_batch=4)]
+    assert widths and all(w % 16 == 0 for w in widths)
+    padded = encoder.encode_sequences(sequences, max_tokens=64, max_batch=4)
+    exact = encoder.encode_sequences(sequences, max_tokens=64, max_batch=4, pad_multiple=1)
+    for (ids_a, w_a), (ids_b, w_b) in zip(padded, exact):
         assert torch.equal(ids_a, ids_b) and torch.allclose(w_a, w_b, atol=1e-5)
 
 

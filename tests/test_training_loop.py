@@ -527,3 +527,33 @@ def test_calibrated_logit_bias_is_saved_loaded_resumed_and_exported(backbone, tm
     assert torch.equal(follow.logit_bias, trainer.logit_bias)
     assert main(["export", "--checkpoint", str(result.final_dir), "--output-dir", str(tmp_path / "merged")]) == 0
     assert ModelCard.load(tmp_path / "merged").logit_bias == "logit_bias.safetensors"
+
+
+def test_validation_slice_is_held_out_and_the_best_model_is_kept(backbone, tmp_path):
+    """--eval-holdout trains without the evaluation queries; --eval-at-start scores the starting point;
+    --save-best keeps the model of the best evaluation (strictly better than every earlier one)."""
+    examples = toy_examples()
+    valid = examples[:2]
+    docs = {p.docid: p.text for e in examples for p in e.positives + e.negatives}
+    eval_set = EvalSet({e.query_id: e.query for e in valid}, docs, {e.query_id: {e.positives[0].docid: 1}
+                                                                    for e in valid})
+    config = contrastive_config(backbone, tmp_path, per_device_batch_size=2, max_steps=6, eval_steps=2,
+                                eval_at_start=True, save_best=True, eval_holdout=True)
+    trainer = ContrastiveTrainer(config, examples=examples, eval_set=eval_set)
+    result = trainer.train()
+    assert trainer.n_examples == 6 and not {e.query_id for e in trainer.examples} & {"q0", "q1"}
+    evals = read_log(tmp_path / "train_log.jsonl", event="eval")
+    assert [e["step"] for e in evals] == [0, 2, 4, 6]
+    expected, best = [], None
+    for e in evals:
+        if best is None or e["ndcg@10"] > best:
+            best = e["ndcg@10"]
+            expected.append(e["step"])
+    assert [e["step"] for e in read_log(tmp_path / "train_log.jsonl", event="best")] == expected
+    card = ModelCard.load(tmp_path / ckpt.BEST_DIR)
+    assert card.notes["training"]["step"] == expected[-1]
+    assert result.final_dir == tmp_path / ckpt.FINAL_DIR
+    # a fresh run in the same folder does not inherit the earlier run's evaluations or best model
+    config = contrastive_config(backbone, tmp_path, per_device_batch_size=2, max_steps=2, save_best=True)
+    ContrastiveTrainer(config, examples=examples).train()
+    assert not read_log(tmp_path / "train_log.jsonl", event="eval") and not (tmp_path / ckpt.BEST_DIR).exists()

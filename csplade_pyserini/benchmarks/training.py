@@ -101,10 +101,12 @@ class Benchmark:
         return out / "final"
 
     def train(self, plan: RunPlan) -> Path:
+        """The run's model: ``best`` (the recipe's --save-best, chosen on held-out training queries) when
+        the run kept one, else ``final``."""
         out = self.work / plan.name
         done = out / "final"
         if done.exists():
-            return done
+            return out / "best" if (out / "best").exists() else done
         if self.args.existing_only:
             raise SystemExit(f"{plan.name} has not been trained ({done} is missing) and --existing-only is given")
         negatives = self.negatives()
@@ -116,7 +118,7 @@ class Benchmark:
         if plan.objective != "cl":
             args += ["--teacher-scores", str(self.teacher(negatives))]
         _python(plan.name, args)
-        return done
+        return out / "best" if (out / "best").exists() else done
 
     # --- evaluation ---------------------------------------------------------------------------------
     def evaluate(self, collection: str, label: str, extra: list[str]) -> list[dict]:

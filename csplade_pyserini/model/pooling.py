@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 26  # logits per chunk (256 MB in fp32)
+SPAN_ROW_MULTIPLE = 16  # LM-head rows per document are padded to a multiple of this (see the span path)
 
 
 def _max_logits(hidden: torch.Tensor, weight: torch.Tensor, chunk_elements: int, with_index: bool = True):
@@ -103,7 +104,12 @@ def _max_logits_over_spans(hidden: torch.Tensor, weight: torch.Tensor, pool_mask
         if count and not bool(pool_mask[b, start:start + count].all()):
             return None
         for begin in range(start, start + count, rows):
-            logits = torch.mm(hidden[b, begin:min(begin + rows, start + count)], weight_t)
+            part = hidden[b, begin:min(begin + rows, start + count)]
+            if part.shape[0] % SPAN_ROW_MULTIPLE:
+                # zero rows give logits of exactly 0, which never change max(0, ...); a few row counts
+                # instead of one per document length keep oneDNN's per-shape kernel cache small
+                part = torch.nn.functional.pad(part, (0, 0, 0, SPAN_ROW_MULTIPLE - part.shape[0] % SPAN_ROW_MULTIPLE))
+            logits = torch.mm(part, weight_t)
             best[b] = torch.maximum(best[b], logits.amax(dim=0))
     return best
 

@@ -59,6 +59,17 @@ def default_max_tokens(device: str | torch.device) -> int:
     return 32768 if str(device).startswith("cuda") else 1024
 
 
+# Inference batches are padded to a multiple of this many tokens. Every new (batch, width) shape makes
+# oneDNN build and cache another bf16 kernel (about 3 MB each, kept for the life of the process): with
+# exact widths a full SciFact pass of the echo variant reached 24 GB of RSS and swapped. Rounding to 16
+# caps the shapes at a few dozen for a padding cost of at most 15 tokens per batch row.
+PAD_MULTIPLE = 16
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
 class SparseEncoder(torch.nn.Module):
     def __init__(self, model, tokenizer, card: ModelCard, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
                  logit_bias: torch.Tensor | None = None):
@@ -95,11 +106,13 @@ class SparseEncoder(torch.nn.Module):
                                  max_length=budget, split_special_tokens=True)["input_ids"]
         return [([bos] if bos is not None else []) + ids for ids in encoded]
 
-    def collate(self, sequences: Sequence[Sequence[int]], order: list[int] | None = None) -> Batch:
-        """Right-pad; for *echo* the sequence is repeated and only the second copy is pooled."""
+    def collate(self, sequences: Sequence[Sequence[int]], order: list[int] | None = None,
+                pad_multiple: int = 1) -> Batch:
+        """Right-pad (to a multiple of ``pad_multiple`` tokens); for *echo* the sequence is repeated and
+        only the second copy is pooled."""
         echo = self.card.variant == "echo"
         rows = [list(s) + list(s) if echo else list(s) for s in sequences]
-        width = max(1, max(len(r) for r in rows))
+        width = round_up(max(1, max(len(r) for r in rows)), pad_multiple)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
@@ -145,26 +158,27 @@ class SparseEncoder(torch.nn.Module):
         return self._excluded
 
     # --- inference ---------------------------------------------------------------------------------
-    def batches(self, sequences: Sequence[Sequence[int]], max_tokens: int, max_batch: int) -> Iterable[Batch]:
+    def batches(self, sequences: Sequence[Sequence[int]], max_tokens: int, max_batch: int,
+                pad_multiple: int = PAD_MULTIPLE) -> Iterable[Batch]:
         """Longest first, so each batch pads little; a batch holds at most ``max_tokens`` padded tokens."""
         factor = 2 if self.card.variant == "echo" else 1
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
         start = 0
         while start < len(order):
-            width = max(1, len(sequences[order[start]]) * factor)
+            width = round_up(max(1, len(sequences[order[start]]) * factor), pad_multiple)
             size = max(1, min(max_batch, max_tokens // width))
             chunk = order[start:start + size]
-            yield self.collate([sequences[i] for i in chunk], chunk)
+            yield self.collate([sequences[i] for i in chunk], chunk, pad_multiple)
             start += size
 
     @torch.inference_mode()
     def encode_sequences(self, sequences: Sequence[Sequence[int]], top_k: int | None = None,
                          max_tokens: int | None = None, max_batch: int = 256, device: str | torch.device = "cpu",
-                         progress=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                         progress=None, pad_multiple: int = PAD_MULTIPLE) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Sparse (token ids, float weights) per sequence, in input order."""
         max_tokens = max_tokens or default_max_tokens(device)
         results: list = [None] * len(sequences)
-        for batch in self.batches(sequences, max_tokens, max_batch):
+        for batch in self.batches(sequences, max_tokens, max_batch, pad_multiple):
             weights = self.forward(batch.input_ids.to(device), batch.attention_mask.to(device),
                                    batch.pool_mask.to(device))
             if top_k is not None and top_k < weights.shape[-1]:

@@ -43,6 +43,7 @@ MODEL_DIR = "model"
 STATE_NAME = "trainer_state.pt"
 CHECKPOINT_PREFIX = "checkpoint-"
 FINAL_DIR = "final"
+BEST_DIR = "best"  # the checkpoint with the best in-training evaluation (--save-best)
 _SPECIAL_BACKBONES = ("smollm2", "default")
 _CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 

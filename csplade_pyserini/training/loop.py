@@ -24,6 +24,7 @@ import logging
 import math
 import random
 import resource
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -57,7 +58,8 @@ DTYPES = ("float32", "bfloat16", "float16", "auto")
 _RUN_CONTROL = {"output_dir", "resume", "save_steps", "save_total_limit", "eval_steps", "eval_data", "eval_topics",
                 "eval_qrels", "eval_split", "eval_queries", "eval_docs", "logging_steps", "threads", "progress",
                 "stop_after", "device", "data", "run", "collection", "queries", "teacher_scores", "init_adapter",
-                "backbone", "model_name", "eval_batch_size", "query_top_k", "doc_top_k", "quant_scale"}
+                "backbone", "model_name", "eval_batch_size", "query_top_k", "doc_top_k", "quant_scale",
+                "eval_at_start", "save_best"}
 
 
 # --- configuration ---------------------------------------------------------------------------------
@@ -112,6 +114,9 @@ class TrainConfig:
     eval_queries: int = 50
     eval_docs: int = 500
     eval_batch_size: int = 32
+    eval_at_start: bool = False
+    save_best: bool = False
+    eval_holdout: bool = False
     logging_steps: int = 1
     resume: str | None = None
     stop_after: int | None = None
@@ -565,7 +570,9 @@ class Trainer:
             self.restore(resume_from)
         else:
             if self.log.path.exists():
-                self.log.truncate_after(0)
+                self.log.truncate_after(-1)
+            if (self.output_dir / ckpt.BEST_DIR).exists():
+                shutil.rmtree(self.output_dir / ckpt.BEST_DIR)  # a best model of an earlier run is not this run's
             if ckpt.list_checkpoints(self.output_dir):
                 logger.warning("%s holds checkpoints of an earlier run: this run starts from scratch and replaces "
                                "them as it goes (pass --resume to continue that run instead)", self.output_dir)
@@ -673,6 +680,11 @@ class Trainer:
         last: dict[str, Any] = {}
         evals: list[dict[str, Any]] = []
         step = self.start_step
+        # a resumed run keeps competing against the best evaluation logged before the interruption
+        earlier = read_log(self.log.path, "eval") if self.log.path.exists() else []
+        self.best_ndcg = max((e["ndcg@10"] for e in earlier if e["step"] <= step), default=None)
+        if self.eval_set is not None and config.eval_at_start and step == 0:
+            evals.append(self.run_eval(0, 0.0))
         bar = tqdm(total=self.total_steps, initial=self.start_step, desc=self.phase, unit="step",
                    dynamic_ncols=True, disable=not config.progress)
         try:
@@ -731,6 +743,11 @@ class Trainer:
         self.log.write(entry)
         logger.info("step %d: nDCG@10 %.4f RR@10 %.4f (terms/query %.1f, terms/doc %.1f)", step,
                     result["ndcg@10"], result["rr@10"], result["eval_nnz_q"], result["eval_nnz_d"])
+        if self.config.save_best and (self.best_ndcg is None or result["ndcg@10"] > self.best_ndcg):
+            self.best_ndcg = result["ndcg@10"]
+            self.save(self.output_dir / ckpt.BEST_DIR, step, elapsed, resumable=False)
+            self.log.write({"event": "best", "step": step, "ndcg@10": round(result["ndcg@10"], 6)})
+            logger.info("step %d is the best so far: saved to %s", step, self.output_dir / ckpt.BEST_DIR)
         entry["_run"] = run
         return entry
 
@@ -912,6 +929,12 @@ class ContrastiveTrainer(Trainer):
         config = self.config
         if self.examples is None:
             self.examples = load_examples(config)
+        if self.eval_set is not None and config.eval_holdout:
+            # a validation slice cut from the training split (--eval-split train) must not be trained on
+            held_out = [e for e in self.examples if e.query_id in self.eval_set.queries]
+            if held_out:
+                logger.info("%d training queries are evaluation queries and are held out of training", len(held_out))
+                self.examples = [e for e in self.examples if e.query_id not in self.eval_set.queries]
         if config.objective != "cl":
             if self.teacher is None:
                 if not config.teacher_scores:
