@@ -152,9 +152,7 @@ def _common_training(add: _Options) -> None:
     a("--eval-batch-size", type=int, help="texts per encoding batch in the evaluation")
     a("--eval-at-start", action=bool_flag, help="also evaluate before the first step (the starting point's score)")
     a("--save-best", action=bool_flag, help="keep the model of the best in-training nDCG@10 in OUTPUT_DIR/best "
-      "(with --eval-split train --eval-holdout, a choice that does not peek at the test queries)")
-    a("--eval-holdout", action=bool_flag, help="leave the evaluation queries out of the training data (a "
-      "validation slice of the training split)")
+      "(in contrastive, with --eval-split train --eval-holdout: a choice that does not peek at the test queries)")
     a("--logging-steps", type=int, help="write train_log.jsonl every N steps")
     a("--progress", action=bool_flag, help="show the tqdm progress bar")
 
@@ -203,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--split", help="qrels split of BEIR data")
     a("--negatives", type=int, help="hard negatives per query")
     a("--max-examples", type=optional_int, help="use only the first N training queries")
+    a("--eval-holdout", action=argparse.BooleanOptionalAction, help="leave the evaluation queries out of the "
+      "training data (a validation slice of the training split, with --eval-split train)")
     g = con.add_argument_group("objective")
     a = _Options(g, add.defaults)
     a("--objective", choices=("cl", "kd", "clkd"), help="InfoNCE, distillation, or their mix (Lion CL+KD)")

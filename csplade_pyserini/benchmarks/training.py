@@ -100,13 +100,17 @@ class Benchmark:
                               "--output-dir", str(out)])
         return out / "final"
 
+    @staticmethod
+    def model_of(out: Path) -> Path:
+        """A finished run's model: ``best`` (the recipe's --save-best, chosen on held-out training queries)
+        when the run kept one, else ``final``."""
+        return out / "best" if (out / "best").exists() else out / "final"
+
     def train(self, plan: RunPlan) -> Path:
-        """The run's model: ``best`` (the recipe's --save-best, chosen on held-out training queries) when
-        the run kept one, else ``final``."""
         out = self.work / plan.name
         done = out / "final"
         if done.exists():
-            return out / "best" if (out / "best").exists() else done
+            return self.model_of(out)
         if self.args.existing_only:
             raise SystemExit(f"{plan.name} has not been trained ({done} is missing) and --existing-only is given")
         negatives = self.negatives()
@@ -118,7 +122,7 @@ class Benchmark:
         if plan.objective != "cl":
             args += ["--teacher-scores", str(self.teacher(negatives))]
         _python(plan.name, args)
-        return out / "best" if (out / "best").exists() else done
+        return self.model_of(out)
 
     # --- evaluation ---------------------------------------------------------------------------------
     def evaluate(self, collection: str, label: str, extra: list[str]) -> list[dict]:
@@ -207,8 +211,8 @@ def write_tables(rows: list[dict], collections: list[str], stable: dict[str, dic
                          f"{cell(s['nnz_d_last'], '.0f')} |")
         lines += ["", "Loss curves (first steps):", ""]
         lines += [f"- {name}: {' '.join(format(x, '.3f') for x in s['curve'])}" for name, s in stable.items()]
-        lines += ["", "In-training nDCG@10 (20 SciFact test queries, 200 documents; monitoring only, never used to "
-                  "pick a checkpoint):", ""]
+        lines += ["", "In-training nDCG@10 on each run's evaluation slice (eval_split, eval_queries and eval_docs in "
+                  "its training_args.json; a run with save_best is evaluated above with its best model):", ""]
         lines += [f"- {name}: " + (", ".join(f"step {k}: {v:.3f}" for k, v in sorted(s["evals"].items())) or "none")
                   for name, s in stable.items()]
     text = "\n".join(lines) + "\n"

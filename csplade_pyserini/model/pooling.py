@@ -17,7 +17,16 @@ from __future__ import annotations
 import torch
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 26  # logits per chunk (256 MB in fp32)
-SPAN_ROW_MULTIPLE = 16  # LM-head rows per document are padded to a multiple of this (see the span path)
+# Inference pads batch widths (SparseEncoder.batches) and each document's LM-head rows (the span path
+# below) to multiples of this. Every new matrix shape makes oneDNN build and cache another bf16 kernel
+# (about 3 MB each, kept for the life of the process); rounding caps the shapes at a few dozen for at
+# most 15 padded tokens per row. It bounds that growth only: a full echo pass over SciFact still peaked
+# at 13.8 GB (eval/results/bench-scifact.md), for reasons not yet isolated.
+SHAPE_MULTIPLE = 16
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
 def _max_logits(hidden: torch.Tensor, weight: torch.Tensor, chunk_elements: int, with_index: bool = True):
@@ -105,10 +114,9 @@ def _max_logits_over_spans(hidden: torch.Tensor, weight: torch.Tensor, pool_mask
             return None
         for begin in range(start, start + count, rows):
             part = hidden[b, begin:min(begin + rows, start + count)]
-            if part.shape[0] % SPAN_ROW_MULTIPLE:
-                # zero rows give logits of exactly 0, which never change max(0, ...); a few row counts
-                # instead of one per document length keep oneDNN's per-shape kernel cache small
-                part = torch.nn.functional.pad(part, (0, 0, 0, SPAN_ROW_MULTIPLE - part.shape[0] % SPAN_ROW_MULTIPLE))
+            extra = round_up(part.shape[0], SHAPE_MULTIPLE) - part.shape[0]
+            if extra:  # zero rows give logits of exactly 0, which never change max(0, ...)
+                part = torch.nn.functional.pad(part, (0, 0, 0, extra))
             logits = torch.mm(part, weight_t)
             best[b] = torch.maximum(best[b], logits.amax(dim=0))
     return best

@@ -21,7 +21,13 @@ from typing import Iterable, Sequence
 import torch
 
 from csplade_pyserini.model.card import ModelCard
-from csplade_pyserini.model.pooling import DEFAULT_CHUNK_ELEMENTS, max_pool_lm_head, splade_activation
+from csplade_pyserini.model.pooling import (
+    DEFAULT_CHUNK_ELEMENTS,
+    SHAPE_MULTIPLE,
+    max_pool_lm_head,
+    round_up,
+    splade_activation,
+)
 from csplade_pyserini.vectors.terms import special_token_ids
 
 logger = logging.getLogger(__name__)
@@ -57,17 +63,6 @@ def default_max_tokens(device: str | torch.device) -> int:
     (measured on 2 cores: 1,024 tokens gave 10.2 docs/s in bf16 and 104 GFLOP/s in fp32, 8,192 tokens
     7.1 docs/s and 77 GFLOP/s). GPUs want large batches."""
     return 32768 if str(device).startswith("cuda") else 1024
-
-
-# Inference batches are padded to a multiple of this many tokens. Every new (batch, width) shape makes
-# oneDNN build and cache another bf16 kernel (about 3 MB each, kept for the life of the process): with
-# exact widths a full SciFact pass of the echo variant reached 24 GB of RSS and swapped. Rounding to 16
-# caps the shapes at a few dozen for a padding cost of at most 15 tokens per batch row.
-PAD_MULTIPLE = 16
-
-
-def round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
 
 
 class SparseEncoder(torch.nn.Module):
@@ -159,7 +154,7 @@ class SparseEncoder(torch.nn.Module):
 
     # --- inference ---------------------------------------------------------------------------------
     def batches(self, sequences: Sequence[Sequence[int]], max_tokens: int, max_batch: int,
-                pad_multiple: int = PAD_MULTIPLE) -> Iterable[Batch]:
+                pad_multiple: int = SHAPE_MULTIPLE) -> Iterable[Batch]:
         """Longest first, so each batch pads little; a batch holds at most ``max_tokens`` padded tokens."""
         factor = 2 if self.card.variant == "echo" else 1
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
@@ -174,7 +169,7 @@ class SparseEncoder(torch.nn.Module):
     @torch.inference_mode()
     def encode_sequences(self, sequences: Sequence[Sequence[int]], top_k: int | None = None,
                          max_tokens: int | None = None, max_batch: int = 256, device: str | torch.device = "cpu",
-                         progress=None, pad_multiple: int = PAD_MULTIPLE) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                         progress=None, pad_multiple: int = SHAPE_MULTIPLE) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Sparse (token ids, float weights) per sequence, in input order."""
         max_tokens = max_tokens or default_max_tokens(device)
         results: list = [None] * len(sequences)

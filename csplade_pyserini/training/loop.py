@@ -116,7 +116,6 @@ class TrainConfig:
     eval_batch_size: int = 32
     eval_at_start: bool = False
     save_best: bool = False
-    eval_holdout: bool = False
     logging_steps: int = 1
     resume: str | None = None
     stop_after: int | None = None
@@ -229,6 +228,7 @@ class ContrastiveConfig(TrainConfig):
     flops_ramp_fraction: float = 1 / 3
     train_top_k: bool = False
     logit_bias_sigmas: float | None = None
+    eval_holdout: bool = False  # leave the evaluation queries out of training (a validation slice)
 
     def validate(self) -> None:
         super().validate()
