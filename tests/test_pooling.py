@@ -50,6 +50,25 @@ def test_chunked_pooling_matches_naive(chunk):
     assert torch.allclose(splade_activation(max_pool_lm_head(hidden, weight, mask, chunk)), expected, atol=1e-6)
 
 
+def test_a_shared_logits_workspace_changes_no_weight():
+    """Inference reuses one logits buffer across calls: it grows for a longer span, is then used in
+    part for shorter ones, and a row chunked into several products (chunk of 2 rows) still sees all."""
+    from csplade_pyserini.model.pooling import LogitsWorkspace
+
+    torch.manual_seed(3)
+    weight = torch.randn(13, 4)
+    workspace = LogitsWorkspace()
+    for length, chunk in [(3, 1 << 26), (21, 1 << 26), (5, 1 << 26), (9, 26)]:
+        hidden = torch.randn(2, length, 4)
+        mask = torch.zeros(2, length, dtype=torch.long)
+        mask[0, :length] = 1
+        mask[1, 1:length - 1] = 1
+        expected = naive_splade_pool(hidden @ weight.t(), mask)
+        pooled = max_pool_lm_head(hidden, weight, mask, chunk, workspace)
+        assert torch.allclose(splade_activation(pooled), expected, atol=1e-6)
+    assert workspace._buffer.shape == (32, 13)  # 21 rows, padded to the shape multiple of 16
+
+
 @pytest.mark.parametrize("chunk", [1 << 26, 7])
 def test_backward_matches_autograd_through_full_logits(chunk):
     torch.manual_seed(1)

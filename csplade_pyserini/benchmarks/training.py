@@ -155,6 +155,18 @@ def train_summary(checkpoint: Path, adapter: Path | None) -> dict:
             "steps": "+".join(str(p[-1]["step"]) for p in reversed(phases))}
 
 
+def extra_train_summary(spec: str) -> dict | None:
+    """Training time and memory of an ``--extra`` model trained by hand (``csplade:RUN/best`` and the like),
+    read from the run's log; ``None`` for a model with no training log (an untrained ablation)."""
+    from csplade_pyserini.training.loop import LOG_NAME
+
+    _, _, rest = spec.partition(":")
+    folder = Path(rest.split(",")[0]) if rest else None
+    if folder is None or not (folder.parent / LOG_NAME).exists():
+        return None
+    return train_summary(folder, None)
+
+
 def stability(log: Path, first: int) -> dict:
     """Loss and share of all-zero query/document vectors over the first ``first`` contrastive steps."""
     from csplade_pyserini.training.loop import read_log
@@ -237,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="systems (bm25, splade-tiny, untrained-causal, extra names, run names) evaluated on the "
                              "collections after the first (default: all)")
     parser.add_argument("--extra", action="append", default=[], metavar="NAME=SPEC",
-                        help="another csplade spec to evaluate beside the runs (e.g. an ablation)")
+                        help="another csplade spec to evaluate beside the runs (e.g. an ablation, or a run trained by "
+                             "hand with other flags: its training time and memory are read from its log)")
     parser.add_argument("--existing-only", action="store_true",
                         help="train nothing and run no new evaluation: tabulate the reports that exist")
     parser.add_argument("--stability-steps", type=int, default=20)
@@ -277,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         name, _, spec = item.partition("=")
         if not spec:
             raise SystemExit(f"--extra wants NAME=SPEC, got {item!r}")
-        systems.append((name, ["--no-bm25", "--encoder", spec], None))
+        systems.append((name, ["--no-bm25", "--encoder", spec], extra_train_summary(spec)))
     zero_shot = set(args.zero_shot_systems.split(",")) if args.zero_shot_systems else {key for key, _, _ in systems}
     rows, text = [], None
     for position, collection in enumerate(collections):

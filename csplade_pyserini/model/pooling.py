@@ -20,8 +20,7 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 26  # logits per chunk (256 MB in fp32)
 # Inference pads batch widths (SparseEncoder.batches) and each document's LM-head rows (the span path
 # below) to multiples of this. Every new matrix shape makes oneDNN build and cache another bf16 kernel
 # (about 3 MB each, kept for the life of the process); rounding caps the shapes at a few dozen for at
-# most 15 padded tokens per row. It bounds that growth only: a full echo pass over SciFact still peaked
-# at 13.8 GB (eval/results/bench-scifact.md), for reasons not yet isolated.
+# most 15 padded tokens per row.
 SHAPE_MULTIPLE = 16
 
 
@@ -98,8 +97,28 @@ class _PooledLMHead(torch.autograd.Function):
         return grad_hidden, grad_weight, None
 
 
+class LogitsWorkspace:
+    """One reusable ``rows x vocab`` logits buffer for the inference path, grown only when needed.
+
+    The per-document logits are the largest transient tensors of inference (256 x 49k in bf16 is
+    25 MB). Allocating one per document, in a dozen sizes, among the small long-lived result tensors
+    made glibc's heap fragment: a full echo pass over SciFact grew to 13.8 GB. Writing every product
+    into the same buffer (``torch.mm(out=...)``) takes that churn away.
+    """
+
+    def __init__(self) -> None:
+        self._buffer: torch.Tensor | None = None
+
+    def rows(self, n: int, like: torch.Tensor, vocab: int) -> torch.Tensor:
+        buffer = self._buffer
+        if (buffer is None or buffer.shape[0] < n or buffer.shape[1] != vocab or buffer.dtype != like.dtype
+                or buffer.device != like.device):
+            buffer = self._buffer = like.new_empty(max(n, buffer.shape[0] if buffer is not None else 0), vocab)
+        return buffer[:n]
+
+
 def _max_logits_over_spans(hidden: torch.Tensor, weight: torch.Tensor, pool_mask: torch.Tensor,
-                           chunk_elements: int) -> torch.Tensor | None:
+                           chunk_elements: int, workspace: LogitsWorkspace | None = None) -> torch.Tensor | None:
     """Inference fast path: the LM head only on each row's pooled span (no padding, and for *echo* no
     first copy: half of its head FLOPs). ``None`` if some row's pooled positions are not contiguous."""
     batch, _, width = hidden.shape
@@ -109,6 +128,7 @@ def _max_logits_over_spans(hidden: torch.Tensor, weight: torch.Tensor, pool_mask
     weight_t = weight.t()
     best = hidden.new_zeros(batch, vocab)
     rows = max(1, chunk_elements // vocab)
+    workspace = workspace or LogitsWorkspace()
     for b, (start, count) in enumerate(zip(starts, counts)):
         if count and not bool(pool_mask[b, start:start + count].all()):
             return None
@@ -117,18 +137,21 @@ def _max_logits_over_spans(hidden: torch.Tensor, weight: torch.Tensor, pool_mask
             extra = round_up(part.shape[0], SHAPE_MULTIPLE) - part.shape[0]
             if extra:  # zero rows give logits of exactly 0, which never change max(0, ...)
                 part = torch.nn.functional.pad(part, (0, 0, 0, extra))
-            logits = torch.mm(part, weight_t)
+            logits = torch.mm(part, weight_t, out=workspace.rows(part.shape[0], part, vocab))
             best[b] = torch.maximum(best[b], logits.amax(dim=0))
     return best
 
 
 def max_pool_lm_head(hidden: torch.Tensor, weight: torch.Tensor, pool_mask: torch.Tensor,
-                     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
-    """``max(0, max_{t: pool_mask} hidden[t] @ weight.T)`` per row, shape ``[batch, vocab]``."""
+                     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+                     workspace: LogitsWorkspace | None = None) -> torch.Tensor:
+    """``max(0, max_{t: pool_mask} hidden[t] @ weight.T)`` per row, shape ``[batch, vocab]``.
+
+    ``workspace`` (inference only) lets successive calls share one logits buffer."""
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
         hidden = hidden * pool_mask.unsqueeze(-1).to(hidden.dtype)
         return _PooledLMHead.apply(hidden, weight, chunk_elements)
-    fast = _max_logits_over_spans(hidden, weight, pool_mask, chunk_elements)
+    fast = _max_logits_over_spans(hidden, weight, pool_mask, chunk_elements, workspace)
     if fast is not None:
         return fast
     hidden = hidden * pool_mask.unsqueeze(-1).to(hidden.dtype)

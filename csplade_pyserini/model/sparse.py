@@ -24,6 +24,7 @@ from csplade_pyserini.model.card import ModelCard
 from csplade_pyserini.model.pooling import (
     DEFAULT_CHUNK_ELEMENTS,
     SHAPE_MULTIPLE,
+    LogitsWorkspace,
     max_pool_lm_head,
     round_up,
     splade_activation,
@@ -83,6 +84,7 @@ class SparseEncoder(torch.nn.Module):
                 raise ValueError(f"{type(model).__name__} has no attention modules with an is_causal flag; "
                                  "the bidirectional variant is not supported for it")
         self._excluded = None
+        self._workspace = LogitsWorkspace()
 
     # --- tokenisation ------------------------------------------------------------------------------
     def max_length(self, kind: str) -> int:
@@ -134,7 +136,7 @@ class SparseEncoder(torch.nn.Module):
         """Dense ``[batch, vocab]`` SPLADE weights; special tokens are zeroed (they never become terms)."""
         _, head = _decoder_and_head(self.model)
         hidden = self.hidden_states(input_ids, attention_mask)
-        pooled = max_pool_lm_head(hidden, head, pool_mask, self.chunk_elements)
+        pooled = max_pool_lm_head(hidden, head, pool_mask, self.chunk_elements, self._workspace)
         bias = self.logit_bias
         if bias is not None and bias.device != pooled.device:
             bias = self.logit_bias = bias.to(pooled.device)
@@ -179,10 +181,16 @@ class SparseEncoder(torch.nn.Module):
             if top_k is not None and top_k < weights.shape[-1]:
                 values, index = weights.topk(top_k, dim=-1)
                 weights = torch.zeros_like(weights).scatter_(-1, index, values)
+            # One ids and one weights tensor per batch, handed out as per-row views. Two fresh small
+            # tensors per row, kept until the block is written, fragmented glibc's heap so badly that a
+            # full echo pass over SciFact peaked at 13.8 GB; per-batch storage stays flat (probe on 200
+            # SciFact documents: 890 -> 1529 MB per row, 890 MB flat per batch).
             weights = weights.cpu()
-            for row, position in enumerate(batch.order):
-                ids = weights[row].nonzero(as_tuple=True)[0]
-                results[position] = (ids, weights[row, ids])
+            rows, ids = weights.nonzero(as_tuple=True)
+            values = weights[rows, ids]
+            counts = torch.bincount(rows, minlength=weights.shape[0]).tolist()
+            for position, row_ids, row_values in zip(batch.order, ids.split(counts), values.split(counts)):
+                results[position] = (row_ids, row_values)
             if progress is not None:
                 progress.update(len(batch.order))
         return results
