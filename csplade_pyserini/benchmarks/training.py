@@ -158,13 +158,13 @@ def train_summary(checkpoint: Path, adapter: Path | None) -> dict:
 def extra_train_summary(spec: str) -> dict | None:
     """Training time and memory of an ``--extra`` model trained by hand (``csplade:RUN/best`` and the like),
     read from the run's log; ``None`` for a model with no training log (an untrained ablation)."""
+    from csplade_pyserini.model.spec import parse_spec
     from csplade_pyserini.training.loop import LOG_NAME
 
-    _, _, rest = spec.partition(":")
-    folder = Path(rest.split(",")[0]) if rest else None
-    if folder is None or not (folder.parent / LOG_NAME).exists():
+    model, _ = parse_spec(spec)
+    if model is None or not (Path(model).parent / LOG_NAME).exists():
         return None
-    return train_summary(folder, None)
+    return train_summary(Path(model), None)
 
 
 def stability(log: Path, first: int) -> dict:

@@ -182,9 +182,10 @@ class SparseEncoder(torch.nn.Module):
                 values, index = weights.topk(top_k, dim=-1)
                 weights = torch.zeros_like(weights).scatter_(-1, index, values)
             # One ids and one weights tensor per batch, handed out as per-row views. Two fresh small
-            # tensors per row, kept until the block is written, fragmented glibc's heap so badly that a
-            # full echo pass over SciFact peaked at 13.8 GB; per-batch storage stays flat (probe on 200
-            # SciFact documents: 890 -> 1529 MB per row, 890 MB flat per batch).
+            # tensors per row, kept until the block is written, helped fragment glibc's heap (probe on
+            # 200 SciFact documents: 890 -> 1529 MB per row, flat per batch). This alone did not hold a
+            # full echo pass (it still reached 6.6 GB); with the shared logits buffer of the LM head
+            # (LogitsWorkspace) the pass stayed at 0.9-1.0 GB.
             weights = weights.cpu()
             rows, ids = weights.nonzero(as_tuple=True)
             values = weights[rows, ids]
