@@ -7,6 +7,8 @@
     python -m csplade_pyserini.train contrastive --config csplade_pyserini/configs/cpu-smollm2.yaml \\
         --data ../shared/data/beir/scifact --run runs/scifact-train.bm25.trec \\
         --init-adapter runs/adapt/final --output-dir runs/contrastive
+    python -m csplade_pyserini.train bias --config csplade_pyserini/configs/cpu-smollm2.yaml \\
+        --data ../shared/data/beir/scifact --run runs/scifact-train.bm25.trec --output-dir runs/bias
     python -m csplade_pyserini.train export --checkpoint runs/contrastive/final --output-dir models/merged
     python -m pyserini.search.lucene --encoder csplade:runs/contrastive/final ...
 
@@ -29,7 +31,7 @@ from csplade_pyserini.model.card import VARIANTS
 
 logger = logging.getLogger(__name__)
 
-COMMANDS = ("adapt", "contrastive", "mine-negatives", "score-teacher", "export")
+COMMANDS = ("adapt", "contrastive", "bias", "mine-negatives", "score-teacher", "export")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
@@ -157,8 +159,45 @@ def _common_training(add: _Options) -> None:
     a("--progress", action=bool_flag, help="show the tqdm progress bar")
 
 
+def _contrastive_options(add: _Options) -> None:
+    """The flags of phase 2 (``contrastive`` and ``bias``)."""
+    from csplade_pyserini.training.loop import DATA_FORMATS
+
+    _common_training(add)
+    g = add.parser.add_argument_group("data")
+    a = _Options(g, add.defaults)
+    a("--data-format", choices=DATA_FORMATS, help="format of --data (auto: folder = beir, .jsonl = tevatron, "
+      ".tsv = triples, or id triples with --collection)")
+    a("--run", type=optional_str, help="TREC run of hard negatives for BEIR data (`train mine-negatives`)")
+    a("--collection", type=optional_str, help="pid<TAB>text collection for id triples")
+    a("--queries", type=optional_str, help="qid<TAB>text queries for id triples")
+    a("--split", help="qrels split of BEIR data")
+    a("--negatives", type=int, help="hard negatives per query")
+    a("--max-examples", type=optional_int, help="use only the first N training queries")
+    a("--eval-holdout", action=argparse.BooleanOptionalAction, help="leave the evaluation queries out of the "
+      "training data (a validation slice of the training split, with --eval-split train)")
+    g = add.parser.add_argument_group("objective")
+    a = _Options(g, add.defaults)
+    a("--objective", choices=("cl", "kd", "clkd"), help="InfoNCE, distillation, or their mix (Lion CL+KD)")
+    a("--kd-loss", choices=("margin-mse", "kl"), help="distillation loss")
+    a("--kd-weight", type=float, help="share of the distillation term in clkd")
+    a("--kd-temperature", type=float, help="softmax temperature of the KL distillation")
+    a("--teacher-scores", type=optional_str, help="qid pid score file (`train score-teacher`)")
+    a("--temperature", type=optional_float, help="InfoNCE temperature (none: raw dot products, Lion sparse)")
+    a("--flops-query-weight", type=float, help="lambda_q of the query FLOPS regulariser")
+    a("--flops-doc-weight", type=float, help="lambda_d of the document FLOPS regulariser")
+    a("--flops-ramp-fraction", type=float, help="share of training over which the FLOPS weights ramp up "
+      "quadratically")
+    a("--logit-bias-sigmas", type=optional_float, help="calibrate a per-term logit bias, -(mean + N std) of each "
+      "entry's logit over 256 training documents, before training (none: no bias; a --init-adapter checkpoint's "
+      "bias is kept)")
+    a("--train-top-k", action=argparse.BooleanOptionalAction, help="train on the card's --query-top-k / "
+      "--doc-top-k largest weights only, as the index will hold them (for backbones whose LM head is dense)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from csplade_pyserini.training.loop import DATA_FORMATS, AdaptConfig, ContrastiveConfig
+    from csplade_pyserini.training.bias import BiasConfig
+    from csplade_pyserini.training.loop import AdaptConfig, ContrastiveConfig
 
     parser = argparse.ArgumentParser(prog="python -m csplade_pyserini.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -189,37 +228,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "(kd: MarginMSE or KL), or both (clkd), plus FLOPS on queries and documents with a "
                     "quadratic warm-up. --data: a BEIR folder (with --run hard negatives), Tevatron JSONL, "
                     "MS MARCO text triples, or id triples (with --collection and --queries).")
-    add = _Options(con, _dataclass_defaults(ContrastiveConfig))
-    _common_training(add)
-    g = con.add_argument_group("data")
+    _contrastive_options(_Options(con, _dataclass_defaults(ContrastiveConfig)))
+
+    bias = sub.add_parser(
+        "bias", argument_default=argparse.SUPPRESS,
+        help="phase 2 with a frozen model: train only the per-term logit bias (fast on a CPU)",
+        description="Phase 2 with the backbone (and any --init-adapter) frozen: only the per-term logit bias "
+                    "is trained, with the objectives of `contrastive`. Each text's max-pooled logits are "
+                    "computed once and cached (vocabulary x 2 bytes per text), so an epoch over all training "
+                    "queries takes seconds. The result loads as csplade:OUTPUT_DIR/final.")
+    add = _Options(bias, _dataclass_defaults(BiasConfig))
+    _contrastive_options(add)
+    g = bias.add_argument_group("cache")
     a = _Options(g, add.defaults)
-    a("--data-format", choices=DATA_FORMATS, help="format of --data (auto: folder = beir, .jsonl = tevatron, "
-      ".tsv = triples, or id triples with --collection)")
-    a("--run", type=optional_str, help="TREC run of hard negatives for BEIR data (`train mine-negatives`)")
-    a("--collection", type=optional_str, help="pid<TAB>text collection for id triples")
-    a("--queries", type=optional_str, help="qid<TAB>text queries for id triples")
-    a("--split", help="qrels split of BEIR data")
-    a("--negatives", type=int, help="hard negatives per query")
-    a("--max-examples", type=optional_int, help="use only the first N training queries")
-    a("--eval-holdout", action=argparse.BooleanOptionalAction, help="leave the evaluation queries out of the "
-      "training data (a validation slice of the training split, with --eval-split train)")
-    g = con.add_argument_group("objective")
-    a = _Options(g, add.defaults)
-    a("--objective", choices=("cl", "kd", "clkd"), help="InfoNCE, distillation, or their mix (Lion CL+KD)")
-    a("--kd-loss", choices=("margin-mse", "kl"), help="distillation loss")
-    a("--kd-weight", type=float, help="share of the distillation term in clkd")
-    a("--kd-temperature", type=float, help="softmax temperature of the KL distillation")
-    a("--teacher-scores", type=optional_str, help="qid pid score file (`train score-teacher`)")
-    a("--temperature", type=optional_float, help="InfoNCE temperature (none: raw dot products, Lion sparse)")
-    a("--flops-query-weight", type=float, help="lambda_q of the query FLOPS regulariser")
-    a("--flops-doc-weight", type=float, help="lambda_d of the document FLOPS regulariser")
-    a("--flops-ramp-fraction", type=float, help="share of training over which the FLOPS weights ramp up "
-      "quadratically")
-    a("--logit-bias-sigmas", type=optional_float, help="calibrate a per-term logit bias, -(mean + N std) of each "
-      "entry's logit over 256 training documents, before training (none: no bias; a --init-adapter checkpoint's "
-      "bias is kept)")
-    a("--train-top-k", action=argparse.BooleanOptionalAction, help="train on the card's --query-top-k / "
-      "--doc-top-k largest weights only, as the index will hold them (for backbones whose LM head is dense)")
+    a("--max-negatives", type=optional_int, help="keep only each query's first N negatives (the top of the run); "
+      "every kept passage is encoded once into the cache (none: all)")
+    a("--cache-batch-tokens", type=optional_int, help="padded tokens per encoding batch when filling the cache "
+      "(none: the encoder's own)")
 
     mine = sub.add_parser("mine-negatives", argument_default=argparse.SUPPRESS,
                           help="BM25 hard negatives for BEIR train queries (Pyserini)",
@@ -373,7 +398,10 @@ def _required(values: dict[str, Any], *names: str) -> None:
 def _train(command: str, values: dict[str, Any]) -> int:
     from csplade_pyserini.training.loop import AdaptConfig, ContrastiveConfig, run_adapt, run_contrastive
 
-    cls, runner = (AdaptConfig, run_adapt) if command == "adapt" else (ContrastiveConfig, run_contrastive)
+    from csplade_pyserini.training.bias import BiasConfig, run_bias
+
+    cls, runner = {"adapt": (AdaptConfig, run_adapt), "contrastive": (ContrastiveConfig, run_contrastive),
+                   "bias": (BiasConfig, run_bias)}[command]
     _required(values, "output_dir", "data")
     config = cls(**values)
     result = runner(config)
@@ -423,6 +451,7 @@ def _export(values: dict[str, Any]) -> int:
 HANDLERS: dict[str, Callable[[dict[str, Any]], int]] = {
     "adapt": lambda v: _train("adapt", v),
     "contrastive": lambda v: _train("contrastive", v),
+    "bias": lambda v: _train("bias", v),
     "mine-negatives": _mine,
     "score-teacher": _teacher,
     "export": _export,

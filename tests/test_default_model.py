@@ -24,6 +24,7 @@ def test_packaged_files_are_small_and_fit_the_backbone():
     card = ModelCard.load(DEFAULT_MODEL_DIR / CARD_NAME)
     files = [f for f in DEFAULT_MODEL_DIR.rglob("*") if f.is_file()]
     assert sum(f.stat().st_size for f in files) < 21 * 2**20
-    assert card.logit_bias, "the default carries the calibrated logit bias"
+    assert card.logit_bias, "the default carries a logit bias"
+    assert card.notes["training"]["phase"] == "bias", "a first run shows a trained model (the bias phase)"
     bias = load_logit_bias(card.logit_bias, DEFAULT_MODEL_DIR, vocab=SMOLLM2_VOCAB)
     assert bias.isfinite().all() and (bias < 0).float().mean() > 0.9  # mean + 2 std of logits: mostly negative

@@ -557,3 +557,83 @@ def test_validation_slice_is_held_out_and_the_best_model_is_kept(backbone, tmp_p
     config = contrastive_config(backbone, tmp_path, per_device_batch_size=2, max_steps=2, save_best=True)
     ContrastiveTrainer(config, examples=examples).train()
     assert not read_log(tmp_path / "train_log.jsonl", event="eval") and not (tmp_path / ckpt.BEST_DIR).exists()
+
+
+# --- bias phase ------------------------------------------------------------------------------------
+def bias_config(backbone: str, output: Path, **changes):
+    from csplade_pyserini.training.bias import BiasConfig
+
+    values = dict(output_dir=str(output), backbone=backbone, per_device_batch_size=4, negatives=2, max_steps=16,
+                  learning_rate=0.05, max_query_length=16, max_doc_length=24, logit_bias_sigmas=0.0,
+                  progress=False, seed=7, dtype="float32")
+    values.update(changes)
+    return BiasConfig(**values)
+
+
+def test_bias_phase_trains_only_the_bias_from_cached_logits(backbone, tmp_path):
+    """The frozen model's max-pooled logits are cached once; only the bias moves (and stays <= 0); the
+    final folder holds just the card and the bias, and loads with csplade:FOLDER to the same weights."""
+    from csplade_pyserini.training.bias import BiasTrainer
+
+    eval_set = toy_eval_set()
+    trainer = BiasTrainer(bias_config(backbone, tmp_path, eval_steps=8, eval_at_start=True),
+                          examples=toy_examples(), eval_set=eval_set)
+    trainer.setup()
+    assert trainer.params == [trainer.bias]
+    frozen = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    start = trainer.bias.detach().clone()
+    texts = ["the zebra is described here in detail", "the volcano is described here in detail"]
+    batch = trainer.encoder.collate(trainer.encoder.tokenize(texts, "doc"))
+    with torch.no_grad():
+        direct = trainer.encoder(batch.input_ids, batch.attention_mask, batch.pool_mask)
+        cached = trainer.encoder.activate(trainer.cache["doc"][texts].float(), trainer.bias)
+    assert torch.allclose(cached, direct, atol=2e-2)  # the cache is bf16
+    assert len(trainer.cache["doc"].rows) == len({p.text for e in toy_examples() for p in e.positives + e.negatives})
+    result = trainer.train()
+    losses = [e["loss"] for e in read_log(tmp_path / "train_log.jsonl")]
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
+    assert all(torch.equal(p, frozen[n]) for n, p in trainer.model.named_parameters())
+    bias = trainer.bias.detach()
+    assert not torch.equal(bias, start) and bool((bias <= 0).all())
+    assert [e["step"] for e in read_log(tmp_path / "train_log.jsonl", event="eval")] == [0, 8, 16]
+    assert {p.name for p in result.final_dir.iterdir()} == {CARD_NAME, "logit_bias.safetensors"}
+    card = ModelCard.load(result.final_dir)
+    assert card.adapter is None and card.backbone == backbone and card.notes["training"]["phase"] == "bias"
+    loaded = CspladeModel.from_spec(f"csplade:{result.final_dir},dtype=float32", cache=False)
+    with torch.no_grad():
+        expected = trainer.encoder(batch.input_ids, batch.attention_mask, batch.pool_mask)
+    for row, (ids, weights) in zip(expected, loaded.encode_weights(texts, "doc")):
+        dense = torch.zeros_like(row).index_put_((ids,), weights.float())
+        assert torch.allclose(dense, row, atol=1e-4) and bool((row > 1e-3).any())
+    with pytest.raises(InputError, match="frozen"):
+        bias_config(backbone, tmp_path, full=True).validate()
+
+
+def test_bias_phase_resumes_exactly_and_keeps_an_init_adapter(backbone, toy_beir, workdir, tmp_path):
+    """From the CLI, on BEIR data with a run: 6 steps in one go == 3, a checkpoint, --resume; started
+    from a LoRA checkpoint, the saved model carries that adapter unchanged and the new bias."""
+    from csplade_pyserini.model.logit_bias import load_logit_bias
+    from csplade_pyserini.train import main
+
+    def run(out: str, *extra: str) -> int:
+        return main(["bias", "--data", str(toy_beir), "--run", str(workdir / "toy.run"), "--backbone", backbone,
+                     "--output-dir", str(tmp_path / out), "--max-steps", "6", "--save-steps", "3",
+                     "--per-device-batch-size", "4", "--negatives", "2", "--max-negatives", "4",
+                     "--max-query-length", "16", "--max-doc-length", "24", "--logit-bias-sigmas", "0",
+                     "--dtype", "float32", "--no-progress", *extra])
+
+    assert run("whole") == 0
+    assert run("parts", "--stop-after", "3") == 0
+    assert not (tmp_path / "parts" / ckpt.FINAL_DIR).exists()
+    assert run("parts", "--resume") == 0
+    a = load_logit_bias("logit_bias.safetensors", tmp_path / "whole" / ckpt.FINAL_DIR)
+    b = load_logit_bias("logit_bias.safetensors", tmp_path / "parts" / ckpt.FINAL_DIR)
+    assert torch.equal(a, b)
+    lora = ContrastiveTrainer(contrastive_config(backbone, tmp_path / "lora", max_steps=2),
+                              examples=toy_examples()).train()
+    assert run("on-lora", "--init-adapter", str(lora.final_dir)) == 0
+    final = tmp_path / "on-lora" / ckpt.FINAL_DIR
+    assert ModelCard.load(final).adapter == "adapter"
+    before, after = adapter_weights(lora.final_dir), adapter_weights(final)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert CspladeModel.from_spec(f"csplade:{final}", cache=False).encode(["where is the zebra"], "query")

@@ -111,7 +111,9 @@ class LogitsWorkspace:
 
     def rows(self, n: int, like: torch.Tensor, vocab: int) -> torch.Tensor:
         buffer = self._buffer
-        if (buffer is None or buffer.shape[0] < n or buffer.shape[1] != vocab or buffer.dtype != like.dtype
+        # a buffer made under inference_mode cannot be written outside it (e.g. by a no_grad forward)
+        stale = buffer is not None and buffer.is_inference() and not torch.is_inference_mode_enabled()
+        if (buffer is None or stale or buffer.shape[0] < n or buffer.shape[1] != vocab or buffer.dtype != like.dtype
                 or buffer.device != like.device):
             buffer = self._buffer = like.new_empty(max(n, buffer.shape[0] if buffer is not None else 0), vocab)
         return buffer[:n]

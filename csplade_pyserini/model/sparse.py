@@ -134,12 +134,25 @@ class SparseEncoder(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pool_mask: torch.Tensor) -> torch.Tensor:
         """Dense ``[batch, vocab]`` SPLADE weights; special tokens are zeroed (they never become terms)."""
+        return self.activate(self.max_logits(input_ids, attention_mask, pool_mask))
+
+    def max_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   pool_mask: torch.Tensor) -> torch.Tensor:
+        """``[batch, vocab]`` LM-head logits max-pooled over the pooled positions (floored at 0), before
+        scale and bias. Kept apart from :meth:`activate` because scale and bias commute with the max:
+        the bias-only training phase caches these once and never runs the backbone again."""
         _, head = _decoder_and_head(self.model)
         hidden = self.hidden_states(input_ids, attention_mask)
-        pooled = max_pool_lm_head(hidden, head, pool_mask, self.chunk_elements, self._workspace)
-        bias = self.logit_bias
+        return max_pool_lm_head(hidden, head, pool_mask, self.chunk_elements, self._workspace)
+
+    def activate(self, pooled: torch.Tensor, logit_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """SPLADE weights from :meth:`max_logits` output, with the card's scale and ``logit_bias`` (by
+        default the encoder's own bias); special tokens zeroed."""
+        bias = self.logit_bias if logit_bias is None else logit_bias
         if bias is not None and bias.device != pooled.device:
-            bias = self.logit_bias = bias.to(pooled.device)
+            bias = bias.to(pooled.device)
+            if logit_bias is None:
+                self.logit_bias = bias
         weights = splade_activation(pooled.float(), self.logit_scale, bias)
         excluded = self.excluded_ids(weights.shape[-1], weights.device)
         if excluded.numel():

@@ -94,13 +94,16 @@ def write_model_folder(folder: Path, model, tokenizer, card: ModelCard,
     """Write the card and the weights (adapter or full model) of ``model`` into ``folder`` (existing),
     and the calibrated logit bias when there is one.
 
-    ``card.backbone`` must already be the portable reference for ``folder``. Returns the saved card.
+    ``card.backbone`` must already be the portable reference for ``folder``. ``model=None`` (a frozen,
+    unmodified backbone, as in the bias phase) writes only the card and the bias. Returns the saved card.
     """
     if logit_bias is not None:
         from csplade_pyserini.model.logit_bias import save_logit_bias
 
         card = card.replace(logit_bias=save_logit_bias(logit_bias, folder))
-    if is_peft_model(model):
+    if model is None:
+        saved = card.replace(adapter=None)
+    elif is_peft_model(model):
         with _named_as(model, card.backbone):
             model.save_pretrained(str(folder / ADAPTER_DIR))
         # peft's template README records the folder the base model was loaded from in its tags; the

@@ -427,10 +427,6 @@ def evaluate_retrieval(encoder, eval_set: EvalSet, device: str = "cpu", batch_si
                        depth: int = 100) -> dict[str, float]:
     """Encode the queries and documents with ``encoder`` (a SparseEncoder), rank by dot product and
     score nDCG@10 / RR@10 with ir-measures. Also reports the mean number of non-zero terms."""
-    from ir_measures import RR, nDCG
-
-    from csplade_pyserini.evaluation.measures import evaluate_run
-
     model = encoder.model
     was_training = model.training
     model.eval()
@@ -444,6 +440,18 @@ def evaluate_retrieval(encoder, eval_set: EvalSet, device: str = "cpu", batch_si
     finally:
         model.train(was_training)
     vocab = encoder.model.get_output_embeddings().weight.shape[0]
+    return score_vectors(q_enc, d_enc, eval_set, vocab, depth)
+
+
+def score_vectors(q_enc: Sequence[tuple[torch.Tensor, torch.Tensor]], d_enc: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                  eval_set: EvalSet, vocab: int, depth: int = 100) -> dict[str, Any]:
+    """Rank ``eval_set``'s documents for its queries (sparse (ids, weights) vectors, in the order of
+    ``eval_set.queries`` and ``eval_set.docs``) and score nDCG@10 / RR@10 with ir-measures."""
+    from ir_measures import RR, nDCG
+
+    from csplade_pyserini.evaluation.measures import evaluate_run
+
+    qids, docids = list(eval_set.queries), list(eval_set.docs)
     scores = _dot_scores(q_enc, d_enc, vocab)
     k = min(depth, len(docids))
     top = scores.topk(k, dim=1)
@@ -498,6 +506,14 @@ class Trainer:
         self.tokenizer = None
 
     # subclasses -------------------------------------------------------------------------------------
+    def build_model(self):
+        """The model being trained (LoRA, or the whole model with --full)."""
+        return build_model(self.config, self.card)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """What the optimizer updates; called after :meth:`prepare`."""
+        return [p for p in self.model.parameters() if p.requires_grad]
+
     def load_data(self) -> int:
         """Prepare the training data; returns the number of examples (blocks, queries) per epoch."""
         raise NotImplementedError
@@ -554,17 +570,17 @@ class Trainer:
                              f"(per-device batch size x gradient accumulation)", field="data")
         self.usable_per_epoch = self.steps_per_epoch * per_step
         seed_everything(config.seed)
-        self.model = build_model(config, self.card)
+        self.model = self.build_model()
         self.total_steps = config.max_steps or max(1, math.ceil(config.epochs * self.steps_per_epoch))
         self._permutations: dict[int, list[int]] = {}
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=config.weight_decay)
-        self.scheduler = cosine_with_warmup(self.optimizer, self.total_steps, config.warmup_fraction)
         self.start_step = 0
         self.elapsed_before = 0.0
         self.log = TrainLog(self.output_dir / LOG_NAME)
         self.logit_bias = self.saved_logit_bias(Path(config.init_adapter) if config.init_adapter else None)
         self.prepare()
+        self.params = self.trainable_parameters()
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.scheduler = cosine_with_warmup(self.optimizer, self.total_steps, config.warmup_fraction)
         resume_from = self.resume_checkpoint()
         if resume_from is not None:
             self.restore(resume_from)
@@ -642,10 +658,7 @@ class Trainer:
             raise InputError(f"cannot resume exactly: the run had {state.get('total_steps')} steps over "
                              f"{state.get('examples')} examples, this one {self.total_steps} over {self.n_examples}",
                              path=folder)
-        if ckpt.is_peft_model(self.model):
-            ckpt.load_adapter_weights(self.model, folder)
-        else:
-            ckpt.load_full_weights(self.model, folder)
+        self.restore_weights(folder)
         self.set_logit_bias(self.saved_logit_bias(folder))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -654,6 +667,15 @@ class Trainer:
         self.elapsed_before = float(state.get("elapsed", 0.0))
         self.log.truncate_after(self.start_step)
         logger.info("resumed from %s at step %d of %d", folder, self.start_step, self.total_steps)
+
+    def after_step(self) -> None:
+        """Called after each optimizer step (e.g. to project parameters back into their domain)."""
+
+    def restore_weights(self, folder: Path) -> None:
+        if ckpt.is_peft_model(self.model):
+            ckpt.load_adapter_weights(self.model, folder)
+        else:
+            ckpt.load_full_weights(self.model, folder)
 
     # checkpoints -----------------------------------------------------------------------------------
     def trainer_state(self, step: int, elapsed: float) -> dict[str, Any]:
@@ -703,6 +725,7 @@ class Trainer:
                 if config.max_grad_norm and config.max_grad_norm > 0:
                     parts["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm))
                 self.optimizer.step()
+                self.after_step()
                 self.scheduler.step()
                 step += 1
                 elapsed = self.elapsed_before + time.perf_counter() - started
