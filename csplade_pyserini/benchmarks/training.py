@@ -38,20 +38,25 @@ RECIPE = Path(__file__).resolve().parent.parent / "configs" / "cpu-smollm2.yaml"
 
 @dataclass(frozen=True)
 class RunPlan:
-    """One trained model of the benchmark: attention variant, objective, with or without adaptation."""
+    """One trained model of the benchmark: attention variant, objective, with or without adaptation, and
+    the training command (``contrastive``: LoRA; ``bias``: the frozen model's logit bias only)."""
 
     name: str
     variant: str
     objective: str = "cl"
     adapt: bool = True
+    command: str = "contrastive"
 
 
-# Names match the CPU conditions of the 2CR matrices (runs/train/<variant>-<objective>[-noadapt]/final).
+# Names match the CPU conditions of the 2CR matrices (runs/train/<variant>-<objective>[-noadapt]/final);
+# <variant>-bias is the recipe's bias phase (the default model is causal-bias/best).
 PLANS = {p.name: p for p in [
-    RunPlan(f"{variant}-{objective}{'' if adapt else '-noadapt'}", variant, objective, adapt)
-    for variant in ("causal", "echo", "bidirectional") for objective in ("cl", "kd", "clkd") for adapt in (True, False)
+    *(RunPlan(f"{variant}-{objective}{'' if adapt else '-noadapt'}", variant, objective, adapt)
+      for variant in ("causal", "echo", "bidirectional") for objective in ("cl", "kd", "clkd")
+      for adapt in (True, False)),
+    *(RunPlan(f"{variant}-bias", variant, "cl", False, "bias") for variant in ("causal", "echo", "bidirectional")),
 ]}
-DEFAULT_RUNS = "causal-cl-noadapt,causal-clkd-noadapt"
+DEFAULT_RUNS = "causal-bias,causal-cl-noadapt,causal-clkd-noadapt"
 
 
 def _python(label: str, args: list[str]) -> dict:
@@ -114,7 +119,7 @@ class Benchmark:
         if self.args.existing_only:
             raise SystemExit(f"{plan.name} has not been trained ({done} is missing) and --existing-only is given")
         negatives = self.negatives()
-        args = ["-m", "csplade_pyserini.train", "contrastive", *self.common(plan.variant), "--data", str(self.data),
+        args = ["-m", "csplade_pyserini.train", plan.command, *self.common(plan.variant), "--data", str(self.data),
                 "--run", str(negatives), "--objective", plan.objective, "--eval-data", str(self.data),
                 "--output-dir", str(out)]
         if plan.adapt:
@@ -272,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stable = {}
     for plan in plans:
-        if plan.variant == "causal" and plan.objective == "cl":
+        if plan.variant == "causal" and plan.objective == "cl" and plan.command == "contrastive":
             stable[plan.name] = stability(checkpoints[plan.name].parent / "train_log.jsonl", args.stability_steps)
     for folder in filter(None, (args.stability_from or "").split(",")):
         stable[Path(folder).name] = stability(Path(folder) / "train_log.jsonl", args.stability_steps)
