@@ -126,6 +126,10 @@ class ModelCard:
     def replace(self, **changes: Any) -> "ModelCard":
         return dataclasses.replace(self, **changes)
 
+    def top_k(self, kind: str) -> int | None:
+        """How many of the largest weights a ``query`` or ``doc`` vector keeps (None: all)."""
+        return self.query_top_k if kind == "query" else self.doc_top_k
+
     def resolved_logit_scale(self, hidden_size: int) -> float | None:
         if self.logit_scale == "auto":
             return float(hidden_size) ** -0.25

@@ -65,9 +65,8 @@ class CspladeModel:
     # --- encoding ----------------------------------------------------------------------------------
     def encode_weights(self, texts: Sequence[str], kind: str, max_length: int | None = None,
                        max_tokens: int | None = None, max_batch: int = 256, progress=None):
-        top_k = self.card.query_top_k if kind == "query" else self.card.doc_top_k
         sequences = self.encoder.tokenize(texts, kind, max_length)
-        return self.encoder.encode_sequences(sequences, top_k=top_k, max_tokens=max_tokens, max_batch=max_batch,
+        return self.encoder.encode_sequences(sequences, top_k=self.card.top_k(kind), max_tokens=max_tokens, max_batch=max_batch,
                                              device=self.device, progress=progress)
 
     def to_impacts(self, ids, weights) -> dict[str, int]:

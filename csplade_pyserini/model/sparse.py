@@ -66,6 +66,26 @@ def default_max_tokens(device: str | torch.device) -> int:
     return 32768 if str(device).startswith("cuda") else 1024
 
 
+def sparse_rows(weights: torch.Tensor, top_k: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(term ids, weights) of each row of dense ``[batch, vocab]`` weights, on the CPU, keeping each row's
+    ``top_k`` largest weights (None: all non-zero ones).
+
+    One ids and one weights tensor per batch, handed out as per-row views. Two fresh small tensors per
+    row, kept until an encoding block is written, helped fragment glibc's heap (probe on 200 SciFact
+    documents: 890 -> 1529 MB per row, flat per batch). This alone did not hold a full echo pass (it
+    still reached 6.6 GB); with the shared logits buffer of the LM head (LogitsWorkspace) the pass
+    stayed at 0.9-1.0 GB.
+    """
+    if top_k is not None and top_k < weights.shape[-1]:
+        values, index = weights.topk(top_k, dim=-1)
+        weights = torch.zeros_like(weights).scatter_(-1, index, values)
+    weights = weights.cpu()
+    rows, ids = weights.nonzero(as_tuple=True)
+    values = weights[rows, ids]
+    counts = torch.bincount(rows, minlength=weights.shape[0]).tolist()
+    return list(zip(ids.split(counts), values.split(counts)))
+
+
 class SparseEncoder(torch.nn.Module):
     def __init__(self, model, tokenizer, card: ModelCard, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
                  logit_bias: torch.Tensor | None = None):
@@ -191,20 +211,8 @@ class SparseEncoder(torch.nn.Module):
         for batch in self.batches(sequences, max_tokens, max_batch, pad_multiple):
             weights = self.forward(batch.input_ids.to(device), batch.attention_mask.to(device),
                                    batch.pool_mask.to(device))
-            if top_k is not None and top_k < weights.shape[-1]:
-                values, index = weights.topk(top_k, dim=-1)
-                weights = torch.zeros_like(weights).scatter_(-1, index, values)
-            # One ids and one weights tensor per batch, handed out as per-row views. Two fresh small
-            # tensors per row, kept until the block is written, helped fragment glibc's heap (probe on
-            # 200 SciFact documents: 890 -> 1529 MB per row, flat per batch). This alone did not hold a
-            # full echo pass (it still reached 6.6 GB); with the shared logits buffer of the LM head
-            # (LogitsWorkspace) the pass stayed at 0.9-1.0 GB.
-            weights = weights.cpu()
-            rows, ids = weights.nonzero(as_tuple=True)
-            values = weights[rows, ids]
-            counts = torch.bincount(rows, minlength=weights.shape[0]).tolist()
-            for position, row_ids, row_values in zip(batch.order, ids.split(counts), values.split(counts)):
-                results[position] = (row_ids, row_values)
+            for position, row in zip(batch.order, sparse_rows(weights, top_k)):
+                results[position] = row
             if progress is not None:
                 progress.update(len(batch.order))
         return results

@@ -173,13 +173,8 @@ class BiasTrainer(ContrastiveTrainer):
     def restore_weights(self, folder: Path) -> None:
         """The model is frozen: a checkpoint's only trained weights are its bias (restored by the caller)."""
 
-    def encode(self, texts: Sequence[str], kind: str) -> torch.Tensor:
-        from csplade_pyserini.model.pooling import keep_top_k
-
-        weights = self.encoder.activate(self.cache[kind][texts].to(self.config.device), self.bias)
-        if not self.config.train_top_k:
-            return weights
-        return keep_top_k(weights, self.card.query_top_k if kind == "query" else self.card.doc_top_k)
+    def text_weights(self, texts: Sequence[str], kind: str) -> torch.Tensor:
+        return self.encoder.activate(self.cache[kind][texts].to(self.config.device), self.bias)
 
     def after_step(self) -> None:
         with torch.no_grad():
@@ -187,31 +182,19 @@ class BiasTrainer(ContrastiveTrainer):
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
+        from csplade_pyserini.model.sparse import sparse_rows
+
         def sparse(texts: Sequence[str], kind: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
-            top_k = self.card.query_top_k if kind == "query" else self.card.doc_top_k
-            out = []
-            for start in range(0, len(texts), 256):
-                weights = self.encoder.activate(self.cache[kind][texts[start:start + 256]].to(self.config.device),
-                                                self.bias).cpu()
-                if top_k is not None and top_k < weights.shape[-1]:
-                    values, index = weights.topk(top_k, dim=-1)
-                    weights = torch.zeros_like(weights).scatter_(-1, index, values)
-                for row in weights:
-                    ids = row.nonzero(as_tuple=True)[0]
-                    out.append((ids, row[ids]))
-            return out
+            return [row for start in range(0, len(texts), 256)
+                    for row in sparse_rows(self.text_weights(texts[start:start + 256], kind), self.card.top_k(kind))]
 
         q_enc = sparse(list(self.eval_set.queries.values()), "query")
         d_enc = sparse(list(self.eval_set.docs.values()), "doc")
         return score_vectors(q_enc, d_enc, self.eval_set, self.bias.numel())
 
-    def save(self, folder: Path, step: int, elapsed: float, resumable: bool = True) -> Path:
-        notes = dict(self.card.notes)
-        notes["training"] = {**notes.get("training", {}), "step": step, "total_steps": self.total_steps}
-        card = self.card.replace(notes=notes)
-        state = self.trainer_state(step, elapsed) if resumable else None
-        model = self.model if ckpt.is_peft_model(self.model) else None
-        return ckpt.save_checkpoint(folder, model, self.tokenizer, card, state, logit_bias=self.bias.detach())
+    def model_to_save(self):
+        """The frozen adapter of --init-adapter (saved unchanged), else nothing: the backbone is as named."""
+        return self.model if ckpt.is_peft_model(self.model) else None
 
 
 def run_bias(config: BiasConfig, **kwargs) -> TrainResult:

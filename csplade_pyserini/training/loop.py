@@ -688,7 +688,12 @@ class Trainer:
         notes["training"] = {**notes.get("training", {}), "step": step, "total_steps": self.total_steps}
         card = self.card.replace(notes=notes)
         state = self.trainer_state(step, elapsed) if resumable else None
-        return ckpt.save_checkpoint(folder, self.model, self.tokenizer, card, state, logit_bias=self.logit_bias)
+        return ckpt.save_checkpoint(folder, self.model_to_save(), self.tokenizer, card, state,
+                                    logit_bias=self.logit_bias)
+
+    def model_to_save(self):
+        """The weights a checkpoint carries (None: none, only the card and the bias)."""
+        return self.model
 
     # loop ---------------------------------------------------------------------------------------------
     def train(self) -> TrainResult:
@@ -1031,15 +1036,17 @@ class ContrastiveTrainer(Trainer):
             docs.extend(p.text for p in group)
         return queries, docs, groups, qids
 
+    def text_weights(self, texts: Sequence[str], kind: str) -> torch.Tensor:
+        """Dense ``[len(texts), vocab]`` weights of the model being trained."""
+        batch = self.encoder.collate(self.encoder.tokenize(texts, kind))
+        device = self.config.device
+        return self.encoder(batch.input_ids.to(device), batch.attention_mask.to(device), batch.pool_mask.to(device))
+
     def encode(self, texts: Sequence[str], kind: str) -> torch.Tensor:
         from csplade_pyserini.model.pooling import keep_top_k
 
-        batch = self.encoder.collate(self.encoder.tokenize(texts, kind))
-        device = self.config.device
-        weights = self.encoder(batch.input_ids.to(device), batch.attention_mask.to(device), batch.pool_mask.to(device))
-        if not self.config.train_top_k:
-            return weights
-        return keep_top_k(weights, self.card.query_top_k if kind == "query" else self.card.doc_top_k)
+        weights = self.text_weights(texts, kind)
+        return keep_top_k(weights, self.card.top_k(kind)) if self.config.train_top_k else weights
 
     def micro_loss(self, positions, step):
         config = self.config
