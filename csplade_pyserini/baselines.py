@@ -3,7 +3,8 @@
 BM25 uses Pyserini's defaults for BEIR "flat" indexes (k1=0.9, b=0.4, title and text as one field).
 splade-tiny goes through exactly the same impact-index path as CSPLADE (JsonVectorCollection,
 Anserini ``--impact --pretokenized``, LuceneImpactSearcher), with Pyserini's own SPLADE encoders and
-their quantisation (``w / 5 * 256``).
+their quantisation (``w / 5 * 256``). Documents are pooled max-first (``MaxFirstSpladeDocumentEncoder``):
+the same vectors as Pyserini's document encoder, about 3x faster here.
 """
 
 from __future__ import annotations
@@ -62,12 +63,40 @@ def bm25_search(index_dir: str | Path, topics: dict[str, str], hits: int = 1000,
     return results, stats
 
 
-def splade_encode(model_dir: str | Path, documents: Sequence[Document], out_dir: str | Path,
-                  batch_size: int = 32, max_length: int = 256) -> dict:
-    """Encode with Pyserini's SpladeDocumentEncoder; zero-weight terms (rounded away) are dropped."""
+def max_first_splade_encoder(model_dir: str | Path, device: str = "cpu"):
+    """A Pyserini ``SpladeDocumentEncoder`` that pools max-first.
+
+    Pyserini computes ``max_t(log(1 + relu(logits)) * mask)`` on the whole batch x length x vocabulary
+    tensor, with autograd on: for splade-tiny that elementwise work is 85% of the encoding time (4.7
+    docs/s here). ``log(1 + relu(.))`` is non-decreasing, so taking the masked max of the raw logits first
+    and applying it to the batch x vocabulary result gives the same floats (the masked positions of
+    Pyserini's product are 0, which ``relu`` restores). Tokenisation, the title + text join and the
+    quantisation are Pyserini's own; ``tests/test_baselines.py`` checks the vectors are identical.
+    """
+    import torch
     from pyserini.encode import SpladeDocumentEncoder
 
-    encoder = SpladeDocumentEncoder(str(model_dir), device="cpu")
+    class MaxFirstSpladeDocumentEncoder(SpladeDocumentEncoder):
+        def encode(self, texts, titles=None, max_length=512, **kwargs):
+            if titles is not None:
+                texts = [f"{title} {text}" for title, text in zip(titles, texts)]
+            inputs = self.tokenizer(texts, max_length=max_length, truncation=True, padding="longest",
+                                    return_attention_mask=True, return_token_type_ids=False, return_tensors="pt",
+                                    add_special_tokens=True).to(self.device)
+            with torch.inference_mode():
+                logits = self.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])["logits"]
+                masked = logits.masked_fill(inputs["attention_mask"].unsqueeze(-1) == 0, float("-inf"))
+                pooled = torch.log(1 + torch.relu(masked.amax(dim=1)))
+            return self._get_encoded_query_token_wight_dicts(self._output_to_weight_dicts(pooled.cpu().numpy()))
+
+    return MaxFirstSpladeDocumentEncoder(str(model_dir), device=device)
+
+
+def splade_encode(model_dir: str | Path, documents: Sequence[Document], out_dir: str | Path,
+                  batch_size: int = 32, max_length: int = 256) -> dict:
+    """Encode with Pyserini's SPLADE document encoder (pooled max-first); zero-weight terms (rounded away)
+    are dropped."""
+    encoder = max_first_splade_encoder(model_dir)
     start = time.perf_counter()
     with JsonVectorWriter(out_dir, info={"model": str(model_dir), "quantization": "w/5*256"}) as writer, \
             tqdm(total=len(documents), desc="splade encode", unit="doc", dynamic_ncols=True) as bar:

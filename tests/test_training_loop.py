@@ -609,6 +609,26 @@ def test_bias_phase_trains_only_the_bias_from_cached_logits(backbone, tmp_path):
         bias_config(backbone, tmp_path, full=True).validate()
 
 
+@pytest.mark.parametrize("variant", ["echo", "bidirectional"])
+def test_bias_cache_is_the_encoder_of_each_variant(backbone, tmp_path, variant):
+    """The default model is an echo bias run: its cache must pool like the echo encoder (second copy
+    only), and the bidirectional one with its own attention, not the causal forward."""
+    from csplade_pyserini.training.bias import BiasTrainer
+
+    trainer = BiasTrainer(bias_config(backbone, tmp_path, variant=variant, max_steps=2), examples=toy_examples())
+    trainer.setup()
+    texts = ["the zebra is described here in detail", "the volcano is described here in detail"]
+    batch = trainer.encoder.collate(trainer.encoder.tokenize(texts, "doc"))
+    causal = BiasTrainer(bias_config(backbone, tmp_path / "causal", max_steps=2), examples=toy_examples())
+    causal.setup()
+    with torch.no_grad():
+        direct = trainer.encoder(batch.input_ids, batch.attention_mask, batch.pool_mask)
+        cached = trainer.encoder.activate(trainer.cache["doc"][texts].float(), trainer.bias)
+        other = causal.encoder.activate(causal.cache["doc"][texts].float(), causal.bias)
+    assert torch.allclose(cached, direct, atol=2e-2)  # the cache is bf16
+    assert not torch.allclose(cached, other, atol=2e-2)
+
+
 def test_bias_phase_resumes_exactly_and_keeps_an_init_adapter(backbone, toy_beir, workdir, tmp_path):
     """From the CLI, on BEIR data with a run: 6 steps in one go == 3, a checkpoint, --resume; started
     from a LoRA checkpoint, the saved model carries that adapter unchanged and the new bias."""

@@ -49,14 +49,14 @@ class RunPlan:
 
 
 # Names match the CPU conditions of the 2CR matrices (runs/train/<variant>-<objective>[-noadapt]/final);
-# <variant>-bias is the recipe's bias phase (the default model is causal-bias/best).
+# <variant>-bias is the recipe's bias phase (the default model is echo-bias/best).
 PLANS = {p.name: p for p in [
     *(RunPlan(f"{variant}-{objective}{'' if adapt else '-noadapt'}", variant, objective, adapt)
       for variant in ("causal", "echo", "bidirectional") for objective in ("cl", "kd", "clkd")
       for adapt in (True, False)),
     *(RunPlan(f"{variant}-bias", variant, "cl", False, "bias") for variant in ("causal", "echo", "bidirectional")),
 ]}
-DEFAULT_RUNS = "causal-bias,causal-cl-noadapt,causal-clkd-noadapt"
+DEFAULT_RUNS = "causal-bias,echo-bias,causal-cl-noadapt,causal-clkd-noadapt"
 
 
 def _python(label: str, args: list[str]) -> dict:
