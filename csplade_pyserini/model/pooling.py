@@ -181,7 +181,7 @@ def keep_top_k(weights: torch.Tensor, k: int | None) -> torch.Tensor:
     if k is None or k >= weights.shape[-1]:
         return weights
     values, index = weights.topk(k, dim=-1)
-    return torch.zeros_like(weights).scatter(-1, index, values)
+    return torch.zeros_like(weights).scatter_(-1, index, values)  # in place on a fresh tensor: one allocation
 
 
 def naive_splade_pool(logits: torch.Tensor, pool_mask: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ from csplade_pyserini.model.pooling import (
     DEFAULT_CHUNK_ELEMENTS,
     SHAPE_MULTIPLE,
     LogitsWorkspace,
+    keep_top_k,
     max_pool_lm_head,
     round_up,
     splade_activation,
@@ -76,10 +77,7 @@ def sparse_rows(weights: torch.Tensor, top_k: int | None = None) -> list[tuple[t
     still reached 6.6 GB); with the shared logits buffer of the LM head (LogitsWorkspace) the pass
     stayed at 0.9-1.0 GB.
     """
-    if top_k is not None and top_k < weights.shape[-1]:
-        values, index = weights.topk(top_k, dim=-1)
-        weights = torch.zeros_like(weights).scatter_(-1, index, values)
-    weights = weights.cpu()
+    weights = keep_top_k(weights, top_k).cpu()
     rows, ids = weights.nonzero(as_tuple=True)
     values = weights[rows, ids]
     counts = torch.bincount(rows, minlength=weights.shape[0]).tolist()
