@@ -56,7 +56,7 @@ PLANS = {p.name: p for p in [
       for adapt in (True, False)),
     *(RunPlan(f"{variant}-bias", variant, "cl", False, "bias") for variant in ("causal", "echo", "bidirectional")),
 ]}
-DEFAULT_RUNS = "causal-bias,echo-bias,causal-cl-noadapt,causal-clkd-noadapt"
+DEFAULT_RUNS = "causal-bias,echo-bias,bidirectional-bias,causal-cl-noadapt,causal-clkd-noadapt"
 
 
 def _python(label: str, args: list[str]) -> dict:
