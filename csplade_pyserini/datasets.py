@@ -168,26 +168,37 @@ def qrels_file(name_or_path: str | Path) -> Path:
 
 
 def load_qrels(name_or_path: str | Path) -> dict[str, dict[str, int]]:
-    """TREC (``qid 0 docid rel``) or BEIR TSV with a header (``query-id corpus-id score``)."""
+    """TREC (``qid 0 docid rel``) or BEIR TSV with a header (``query-id corpus-id score``).
+
+    The format is decided once per file (a BEIR header, else the first line's columns) and every line
+    must follow it: a TREC line that lost its relevance column would otherwise read as a BEIR line
+    with docid ``0``."""
     path = qrels_file(name_or_path)
     qrels: dict[str, dict[str, int]] = {}
+    columns = None
     for number, line in read_lines(path):
         parts = line.split()
         if not parts:
             continue
-        if number == 1 and parts[0] == "query-id":
-            continue
-        if len(parts) == 4:
-            qid, _, docid, rel = parts
-        elif len(parts) == 3:
-            qid, docid, rel = parts
-        else:
-            raise InputError(f"expected 'qid 0 docid relevance' or 'qid docid relevance', got {len(parts)} columns",
-                             path=path, line=number)
+        if columns is None:
+            if parts[0] == "query-id":
+                columns = 3
+                continue
+            columns = len(parts)
+            if columns not in (3, 4):
+                raise InputError(f"expected 'qid 0 docid relevance' or 'qid docid relevance', got {len(parts)} "
+                                 "columns", path=path, line=number)
+        if len(parts) != columns:
+            raise InputError(f"expected {columns} columns like the file's first line, got {len(parts)}", path=path,
+                             line=number)
+        qid, docid, rel = (parts[0], parts[2], parts[3]) if columns == 4 else parts
         try:
-            qrels.setdefault(qid, {})[docid] = int(float(rel))
+            value = float(rel)
         except ValueError:
             raise InputError(f"relevance {rel!r} is not a number", path=path, line=number, field="relevance") from None
+        if not value.is_integer():
+            raise InputError(f"relevance {rel!r} is not an integer", path=path, line=number, field="relevance")
+        qrels.setdefault(qid, {})[docid] = int(value)
     return qrels
 
 

@@ -1,11 +1,19 @@
 """Encode a collection into Anserini's JsonVectorCollection with a CSPLADE model.
 
     python -m csplade_pyserini.encode --corpus ../shared/data/beir/scifact --embeddings encode/scifact.csplade
+    python -m csplade_pyserini.encode ... --shard-id 1 --shard-num 4     # one shard (as Pyserini splits)
+    python -m csplade_pyserini.encode ... --processes 4                   # all shards, one process each
+
+A shard writes the sub-folder ``EMBEDDINGS/part-0000I-of-0000N`` (Anserini reads an input folder
+recursively, so the parts index as one collection); shards cover the collection with no overlap and no
+gap, and together hold exactly the vectors of a single-process run. ``--processes N`` launches the N
+shards (``--device cuda:0,cuda:1,...`` gives each its own device; on a CPU the threads are split).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -38,11 +46,11 @@ class EncodeStats:
 
 def encode_documents(model, documents: Sequence[Document], out_dir: str | Path, max_length: int | None = None,
                      max_tokens: int | None = None, max_batch: int = 256, shard_size: int = 100_000,
-                     desc: str = "encode") -> EncodeStats:
+                     desc: str = "encode", info_file: str | Path | None = None) -> EncodeStats:
     """Encode ``documents`` (sorted by length inside blocks) and write them atomically to ``out_dir``."""
     start = time.perf_counter()
     tokens = 0
-    with JsonVectorWriter(out_dir, shard_size=shard_size, info=model.info()) as writer, \
+    with JsonVectorWriter(out_dir, shard_size=shard_size, info=model.info(), info_file=info_file) as writer, \
             tqdm(total=len(documents), desc=desc, unit="doc", dynamic_ncols=True) as bar:
         for begin in range(0, len(documents), BLOCK):
             block = documents[begin:begin + BLOCK]
@@ -76,18 +84,66 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shard-size", type=int, default=100_000)
     parser.add_argument("--limit", type=int, default=None, help="encode only the first N documents")
     parser.add_argument("--allow-empty", action="store_true", help="accept empty documents (no terms)")
+    parser.add_argument("--shard-id", type=int, default=None, help="encode only this shard (0-based), as Pyserini")
+    parser.add_argument("--shard-num", type=int, default=None, help="number of shards")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="encode every shard in its own process (one per GPU with --device cuda:0,cuda:1...)")
     return parser
+
+
+def launch_shards(args) -> int:
+    """Run ``args.processes`` shard processes side by side and wait for all of them."""
+    import os
+    import subprocess
+    import sys
+
+    n = args.processes
+    devices = args.device.split(",")
+    threads = max(1, (args.threads or os.cpu_count() or 1) // n)
+    base = [sys.executable, "-m", "csplade_pyserini.encode", "--corpus", args.corpus, "--embeddings", args.embeddings,
+            "--encoder", args.encoder, "--batch-size", str(args.batch_size), "--shard-size", str(args.shard_size),
+            "--shard-num", str(n), "--threads", str(threads)]
+    for flag, value in (("--max-length", args.max_length), ("--max-tokens", args.max_tokens), ("--limit", args.limit)):
+        if value is not None:
+            base += [flag, str(value)]
+    if args.allow_empty:
+        base.append("--allow-empty")
+    children = [subprocess.Popen(base + ["--shard-id", str(i), "--device", devices[i % len(devices)]])
+                for i in range(n)]
+    codes = [child.wait() for child in children]
+    if any(codes):
+        logger.error("shard processes exited with %s", codes)
+        return max(codes)
+    from csplade_pyserini.vectors.jsonvec import PART_INFO_NAME, info_path, part_name
+
+    parts = [json.loads((Path(args.embeddings) / part_name(i, n) / PART_INFO_NAME).read_text()) for i in range(n)]
+    info = {**parts[0], "documents": sum(p["documents"] for p in parts), "postings": sum(p["postings"] for p in parts),
+            "empty_vectors": sum(p["empty_vectors"] for p in parts), "shards": n}
+    info_path(args.embeddings).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    logger.info("%d shards encoded %d documents into %s", n, info["documents"], args.embeddings)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from csplade_pyserini.model.encoder import CspladeModel
+    from csplade_pyserini.vectors.jsonvec import PART_INFO_NAME, part_name, shard_range
 
+    if args.processes > 1:
+        return launch_shards(args)
     set_threads(args.threads)
     documents = select(read_corpus(args.corpus, allow_empty=args.allow_empty), limit=args.limit)
+    out, info_file = Path(args.embeddings), None
+    if args.shard_num is not None or args.shard_id is not None:
+        shard_num, shard_id = args.shard_num or 1, args.shard_id or 0
+        span = shard_range(len(documents), shard_id, shard_num)
+        documents = documents[span.start:span.stop]
+        out = out / part_name(shard_id, shard_num)
+        info_file = out / PART_INFO_NAME
+        logger.info("shard %d of %d: documents %d to %d", shard_id, shard_num, span.start, span.stop - 1)
     model = CspladeModel.from_spec(args.encoder, device=args.device)
-    stats = encode_documents(model, documents, args.embeddings, max_length=args.max_length,
-                             max_tokens=args.max_tokens, max_batch=args.batch_size, shard_size=args.shard_size)
+    stats = encode_documents(model, documents, out, max_length=args.max_length, max_tokens=args.max_tokens,
+                             max_batch=args.batch_size, shard_size=args.shard_size, info_file=info_file)
     logger.info("encoded %d documents in %.1f s (%.2f docs/s), %.1f terms/doc, into %s", stats.documents,
                 stats.seconds, stats.docs_per_second, stats.postings / max(1, stats.documents), args.embeddings)
     return 0

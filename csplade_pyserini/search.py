@@ -44,10 +44,13 @@ class SearchStats:
 
 
 def write_trec_run(results: dict[str, list[tuple[str, float]]], path: str | Path, tag: str) -> None:
-    """Six-column TREC run, ties broken by docid so that reruns are byte-identical."""
+    """Six-column TREC run in trec_eval's order (ties: docid descending), so reruns are byte-identical and
+    the rank column agrees with what gets evaluated."""
+    from csplade_pyserini.runs.format import trec_order
+
     with atomic_file(path) as handle:
         for qid, hits in results.items():
-            ranked = sorted(hits, key=lambda h: (-h[1], h[0]))
+            ranked = sorted(hits, key=lambda h: trec_order(h[1], h[0]))
             for rank, (docid, score) in enumerate(ranked, start=1):
                 handle.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
 
@@ -134,10 +137,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_arguments(args, topics: dict[str, str]) -> None:
+    """Everything that can be checked before a model or the JVM loads (seconds of start-up saved)."""
+    from csplade_pyserini.errors import InputError
+
+    if args.hits < 1:
+        raise InputError(f"--hits must be at least 1, got {args.hits}", field="hits")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}", field="batch_size")
+    if not topics:
+        raise InputError("the topics hold no query", path=args.topics, field="topics")
+    if not Path(args.index).is_dir():
+        raise InputError("index folder does not exist", path=args.index, field="index")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    threads = set_threads(args.threads)
     topics = load_topics(args.topics)
+    check_arguments(args, topics)
+    threads = set_threads(args.threads)
     _, stats = search(args.index, topics, args.encoder, hits=args.hits, threads=threads, batch_size=args.batch_size,
                       min_idf=args.min_idf, device=args.device, output=args.output, tag=args.run_tag)
     logger.info("%d queries: encoding %.1f ms/q, search %.1f ms/q, %.1f terms/q; run written to %s", stats.queries,

@@ -42,3 +42,18 @@ def json_object(text: str, path: str | Path, number: int) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise InputError("expected a JSON object", path=path, line=number)
     return record
+
+
+def read_yaml(path: str | Path, what: str = "file"):
+    """A YAML document; a missing file or bad YAML is an InputError naming the file (and line)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{what} does not exist", path=path) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError(f"not valid YAML: {getattr(exc, 'problem', None) or exc}", path=path,
+                         line=mark.line + 1 if mark is not None else None) from None

@@ -109,3 +109,14 @@ def scifact_slice(folder: Path, n_queries: int = 12, extra_docs: int = 30) -> tu
     qrels_path = folder / "qrels.txt"
     qrels_path.write_text("".join(f"{q} 0 {d} {r}\n" for q in chosen for d, r in qrels[q].items()), encoding="utf-8")
     return corpus, topics, qrels_path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests (the tiny models are faster so, and results reproducible)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

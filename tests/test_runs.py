@@ -46,8 +46,8 @@ MALFORMED = [
     ("duplicate.txt", {}, [(3, "docid 'd3' appears again in topic '1' (first on line 1)")]),
     ("rank_order.txt", {}, [(4, "rank 1 of docid 'd4' in topic '2' should be 2"),
                             (5, "rank 2 of docid 'd1' in topic '2' should be 1")]),
-    ("tie_order.txt", {}, [(2, "rank 2 of docid 'd2' in topic '1' should be 3"),
-                           (3, "rank 3 of docid 'd1' in topic '1' should be 2")]),
+    ("tie_order.txt", {}, [(2, "rank 2 of docid 'd1' in topic '1' should be 3"),
+                           (3, "rank 3 of docid 'd2' in topic '1' should be 2")]),
     ("deep.txt", {"depth": 3}, [(4, "topic '1' has 4 lines, more than the depth 3")]),
     ("missing_topic.txt", {}, [(None, "topic '2' of the topics has no lines in the run")]),
     ("extra_topic.txt", {}, [(6, "topic '3' is not in the topics")]),
@@ -151,7 +151,7 @@ def test_rrf_scores_and_order_by_hand(tmp_path, topics):
     assert main(["fuse", str(first), str(second), "--output", str(out)]) == 0
 
     expected = [("1", "a", 1 / 61 + 1 / 62), ("1", "c", 1 / 63 + 1 / 61), ("1", "b", 1 / 62), ("1", "d", 1 / 63),
-                ("2", "x", 1 / 61 + 1 / 62), ("2", "y", 1 / 61 + 1 / 62)]  # x and y tie: docid ascending
+                ("2", "y", 1 / 61 + 1 / 62), ("2", "x", 1 / 61 + 1 / 62)]  # x and y tie: docid descending
     rows = [line.split() for line in out.read_text().splitlines()]
     assert [(r[0], r[2], float(r[4])) for r in rows] == expected
     assert [float(r[4]) for r in rows[:4]] == pytest.approx([0.0325224749, 0.0322664585, 0.0161290323, 0.0158730159])

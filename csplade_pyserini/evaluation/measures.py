@@ -6,6 +6,7 @@ MS MARCO dev: RR@10, R@1000; BEIR: nDCG@10, R@100.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Mapping
 
@@ -13,6 +14,9 @@ import ir_measures
 from ir_measures import AP, R, RR, nDCG
 
 from csplade_pyserini.datasets import load_qrels, topics_kind
+from csplade_pyserini.errors import InputError
+
+logger = logging.getLogger(__name__)
 
 MEASURE_SETS = {
     "dl": [nDCG @ 10, AP(rel=2), R(rel=2) @ 1000],
@@ -35,13 +39,19 @@ def evaluate_run(run: str | Path | Mapping[str, Mapping[str, float]], qrels: str
     count as zero, so a run that silently drops topics cannot look better.
     """
     qrels_map = load_qrels(qrels) if isinstance(qrels, (str, Path)) else qrels
-    run_map = run if isinstance(run, Mapping) else _read_run(Path(run))
+    if not any(qrels_map.values()):
+        raise InputError("the qrels hold no judgement", path=str(qrels) if isinstance(qrels, (str, Path)) else None)
+    run_map = run if isinstance(run, Mapping) else read_run_scores(Path(run))
+    foreign = sorted(set(run_map) - set(qrels_map))
+    if foreign:
+        logger.warning("%d run topics are not in the qrels and are ignored (first: %s)", len(foreign), foreign[0])
     run_map = {qid: docs for qid, docs in run_map.items() if qid in qrels_map}
-    aggregate = {str(m): float(v) for m, v in ir_measures.calc_aggregate(measures, qrels_map, run_map).items()}
-    if run_map and len(run_map) < len(qrels_map):
-        # ir-measures averages over the judged queries present in the run; like `trec_eval -c`, count
-        # the judged queries that the run lacks as zeros.
-        aggregate = {k: v * len(run_map) / len(qrels_map) for k, v in aggregate.items()}
+    if not run_map:
+        logger.warning("the run has no topic of the qrels: every score is 0")
+    # ir-measures averages over every judged query, a query missing from the run counting as zero (as
+    # `trec_eval -c` does); it needs no rescaling here (an earlier rescale counted the missing ones twice).
+    computed = {str(m): float(v) for m, v in ir_measures.calc_aggregate(measures, qrels_map, run_map).items()}
+    aggregate = {str(m): computed.get(str(m), 0.0) for m in measures}  # in the order asked for
     if not per_query:
         return aggregate
     rows: dict[str, dict[str, float]] = {}
@@ -50,8 +60,12 @@ def evaluate_run(run: str | Path | Mapping[str, Mapping[str, float]], qrels: str
     return aggregate, rows
 
 
-def _read_run(path: Path) -> dict[str, dict[str, float]]:
+def read_run_scores(path: Path) -> dict[str, dict[str, float]]:
+    """``{qid: {docid: score}}`` through the one strict TREC run reader (bad lines named by number);
+    a docid listed twice in a topic keeps its first line, as trec_eval does."""
+    from csplade_pyserini.runs.format import read_run
+
     run: dict[str, dict[str, float]] = {}
-    for scored in ir_measures.read_trec_run(str(path)):
-        run.setdefault(scored.query_id, {})[scored.doc_id] = float(scored.score)
+    for hit in read_run(path):
+        run.setdefault(hit.qid, {}).setdefault(hit.docid, hit.score)
     return run

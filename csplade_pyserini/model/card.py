@@ -40,6 +40,16 @@ class ModelCard:
     """A per-vocabulary-entry bias added after the scale, before the activation: a safetensors file
     (tensor ``bias``), relative to the card. Calibrated by training (``--logit-bias-sigmas``) so that a
     term gets weight only where its logit stands out from what the LM predicts everywhere."""
+    expansion: bool = True
+    """The LM-head channel (CSPLADE proper): max-pooled ``log(1 + relu(scale * logits + bias))``."""
+    expansion_weight: float = 1.0
+    """Multiplies the LM-head channel's weights before they meet the lexical channel (learned with it)."""
+    lexical_head: str | None = None
+    """Beyond CSPLADE: a lexical impact head (``model/lexical.py``), a safetensors file relative to the
+    card; each input token gets a learned weight, merged with the LM-head channel by max."""
+    lexical_layer: int | None = None
+    """Which hidden states feed the lexical head: 0 = embeddings, ``i`` = input of layer ``i``, the number
+    of layers = the final normed states."""
     query_top_k: int | None = None
     doc_top_k: int | None = None
     quant_scale: float = 100.0
@@ -70,10 +80,24 @@ class ModelCard:
         if not (isinstance(self.quant_scale, (int, float)) and self.quant_scale > 0 and math.isfinite(self.quant_scale)):
             raise bad("quant_scale", f"must be a positive number, got {self.quant_scale!r}")
         if self.logit_scale is not None and self.logit_scale != "auto":
-            if not (isinstance(self.logit_scale, (int, float)) and self.logit_scale > 0):
+            if not (isinstance(self.logit_scale, (int, float)) and self.logit_scale > 0
+                    and math.isfinite(self.logit_scale)):
                 raise bad("logit_scale", f"must be a positive number, 'auto' or null, got {self.logit_scale!r}")
         if self.logit_bias is not None and (not isinstance(self.logit_bias, str) or not self.logit_bias.strip()):
             raise bad("logit_bias", f"must be a file name or null, got {self.logit_bias!r}")
+        if self.lexical_head is not None and (not isinstance(self.lexical_head, str) or not self.lexical_head.strip()):
+            raise bad("lexical_head", f"must be a file name or null, got {self.lexical_head!r}")
+        if (self.lexical_head is None) != (self.lexical_layer is None):
+            raise bad("lexical_layer", "lexical_head and lexical_layer go together (both set or both null)")
+        if self.lexical_layer is not None and (not isinstance(self.lexical_layer, int) or self.lexical_layer < 0):
+            raise bad("lexical_layer", f"must be a non-negative integer, got {self.lexical_layer!r}")
+        if not isinstance(self.expansion, bool):
+            raise bad("expansion", f"must be true or false, got {self.expansion!r}")
+        if not self.expansion and self.lexical_head is None:
+            raise bad("expansion", "a model needs at least one channel: expansion or a lexical_head")
+        if not (isinstance(self.expansion_weight, (int, float)) and self.expansion_weight > 0
+                and math.isfinite(self.expansion_weight)):
+            raise bad("expansion_weight", f"must be a positive number, got {self.expansion_weight!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise bad("dtype", f"must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
 
@@ -134,3 +158,13 @@ class ModelCard:
         if self.logit_scale == "auto":
             return float(hidden_size) ** -0.25
         return None if self.logit_scale is None else float(self.logit_scale)
+
+
+def card_file(reference: str, base_dir: str | Path | None, field_name: str) -> Path:
+    """A file a card names (``logit_bias``, ``lexical_head``), relative to the card's folder; it must exist."""
+    path = Path(reference)
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    if not path.is_file():
+        raise InputError(f"the model card's {field_name} file does not exist", path=path, field=field_name)
+    return path

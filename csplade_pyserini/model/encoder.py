@@ -42,12 +42,17 @@ class CspladeModel:
             adapter = Path(card.adapter)
             model = apply_adapter(model, adapter if adapter.is_absolute() or base_dir is None else base_dir / adapter)
         model.eval()
-        bias = None
+        bias = lexical = None
         if card.logit_bias:
             from csplade_pyserini.model.logit_bias import load_logit_bias
 
             bias = load_logit_bias(card.logit_bias, base_dir, model.get_output_embeddings().weight.shape[0])
-        return cls(SparseEncoder(model, tokenizer, card, logit_bias=bias), card, base_dir, device)
+        if card.lexical_head:
+            from csplade_pyserini.model.lexical import LexicalHead
+
+            lexical = LexicalHead.load(card.lexical_head, base_dir, model.config.hidden_size)
+        encoder = SparseEncoder(model, tokenizer, card, logit_bias=bias, lexical=lexical).to(device)
+        return cls(encoder.eval(), card, base_dir, device)
 
     @classmethod
     def from_spec(cls, spec: str, device: str = "cpu", cache: bool = True) -> "CspladeModel":
@@ -66,8 +71,8 @@ class CspladeModel:
     def encode_weights(self, texts: Sequence[str], kind: str, max_length: int | None = None,
                        max_tokens: int | None = None, max_batch: int = 256, progress=None):
         sequences = self.encoder.tokenize(texts, kind, max_length)
-        return self.encoder.encode_sequences(sequences, top_k=self.card.top_k(kind), max_tokens=max_tokens, max_batch=max_batch,
-                                             device=self.device, progress=progress)
+        return self.encoder.encode_sequences(sequences, top_k=self.card.top_k(kind), max_tokens=max_tokens,
+                                             max_batch=max_batch, device=self.device, progress=progress, kind=kind)
 
     def to_impacts(self, ids, weights) -> dict[str, int]:
         quantized = quantize_tensor(weights, self.card.quant_scale)

@@ -35,11 +35,9 @@ def load_logit_bias(reference: str, base_dir: str | Path | None, vocab: int | No
     """The bias a card names (relative to the card's folder), checked against the LM head's size."""
     from safetensors.torch import load_file
 
-    path = Path(reference)
-    if not path.is_absolute() and base_dir is not None:
-        path = Path(base_dir) / path
-    if not path.is_file():
-        raise InputError("the model card's logit_bias file does not exist", path=path, field="logit_bias")
+    from csplade_pyserini.model.card import card_file
+
+    path = card_file(reference, base_dir, "logit_bias")
     tensors = load_file(str(path))
     if "bias" not in tensors or tensors["bias"].dim() != 1:
         raise InputError("expected a 1-D tensor named 'bias'", path=path, field="logit_bias")

@@ -2,18 +2,27 @@
 
 Variants (METHOD.md section 1):
 
-* ``causal``: the plain model.
+* ``causal``: the plain model. The prefix (``passage: ``, a BOS if any) is not pooled: under causal
+  attention its hidden states do not depend on the text, so every document would get the same
+  terms from them (41-49 of a SciFact document's 256 kept terms took their maximum there).
 * ``echo``: the input is fed twice and only the second copy is pooled, so every pooled position has
   seen the whole text once.
 * ``bidirectional``: the causal mask is removed (every attention module gets ``is_causal = False`` and
   an explicit padding-only 4D mask, built by transformers for the configured attention kernel).
 
-The same object serves inference (``encode``, sorted batches, no autograd) and training
-(``forward``, differentiable, used by the training loop).
+Channels, merged by an element-wise max: the LM head (``expansion``, CSPLADE proper:
+``expansion_weight * log(1 + relu(scale * max_t logits + bias))``) and, where the card names one, the
+lexical impact head (``model/lexical.py``, beyond CSPLADE).
+
+The same object serves inference (``encode_sequences``: sorted batches, no autograd) and training
+(``forward``: differentiable). Training can start the forward at any layer from cached states
+(``start_layer``), which is how the CPU recipe trains the top of the model without re-running the
+frozen bottom.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -21,6 +30,7 @@ from typing import Iterable, Sequence
 import torch
 
 from csplade_pyserini.model.card import ModelCard
+from csplade_pyserini.model.lexical import LexicalHead, pool_token_impacts
 from csplade_pyserini.model.pooling import (
     DEFAULT_CHUNK_ELEMENTS,
     SHAPE_MULTIPLE,
@@ -43,11 +53,18 @@ class Batch:
     order: list[int]  # positions of these rows in the caller's list
 
 
-def _decoder_and_head(model):
+def decoder_and_head(model):
     """The transformer body and the LM-head weight of a ``*ForCausalLM`` (peft-wrapped or not)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = getattr(base, base.base_model_prefix)
     return decoder, base.get_output_embeddings().weight
+
+
+_decoder_and_head = decoder_and_head  # older name, used by the logit-bias module
+
+
+def num_layers(model) -> int:
+    return len(decoder_and_head(model)[0].layers)
 
 
 def set_bidirectional(model, enabled: bool) -> int:
@@ -58,6 +75,24 @@ def set_bidirectional(model, enabled: bool) -> int:
             module.is_causal = not enabled
             changed += 1
     return changed
+
+
+@contextlib.contextmanager
+def layers_from(decoder, start: int):
+    """Let ``decoder`` run only its layers ``start..`` (then its final norm) on ``inputs_embeds``.
+
+    The decoder's own forward (rotary embeddings, masks for any attention kernel, the final norm) runs
+    unchanged; only its layer list is shortened while the context is open. ``start = 0`` is the
+    whole model."""
+    if start == 0:
+        yield decoder
+        return
+    full = decoder.layers
+    decoder.layers = torch.nn.ModuleList(list(full)[start:])
+    try:
+        yield decoder
+    finally:
+        decoder.layers = full
 
 
 def default_max_tokens(device: str | torch.device) -> int:
@@ -71,11 +106,8 @@ def sparse_rows(weights: torch.Tensor, top_k: int | None = None) -> list[tuple[t
     """(term ids, weights) of each row of dense ``[batch, vocab]`` weights, on the CPU, keeping each row's
     ``top_k`` largest weights (None: all non-zero ones).
 
-    One ids and one weights tensor per batch, handed out as per-row views. Two fresh small tensors per
-    row, kept until an encoding block is written, helped fragment glibc's heap (probe on 200 SciFact
-    documents: 890 -> 1529 MB per row, flat per batch). This alone did not hold a full echo pass (it
-    still reached 6.6 GB); with the shared logits buffer of the LM head (LogitsWorkspace) the pass
-    stayed at 0.9-1.0 GB.
+    One ids and one weights tensor per batch, handed out as per-row views: two fresh small tensors per
+    row, kept until an encoding block is written, fragmented glibc's heap.
     """
     weights = keep_top_k(weights, top_k).cpu()
     rows, ids = weights.nonzero(as_tuple=True)
@@ -86,27 +118,42 @@ def sparse_rows(weights: torch.Tensor, top_k: int | None = None) -> list[tuple[t
 
 class SparseEncoder(torch.nn.Module):
     def __init__(self, model, tokenizer, card: ModelCard, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-                 logit_bias: torch.Tensor | None = None):
+                 logit_bias: torch.Tensor | None = None, lexical: LexicalHead | None = None):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
         self.card = card
         self.chunk_elements = chunk_elements
         self.logit_scale = card.resolved_logit_scale(model.config.hidden_size)
-        vocab = _decoder_and_head(model)[1].shape[0]
-        if logit_bias is not None and logit_bias.numel() != vocab:
-            raise ValueError(f"logit bias has {logit_bias.numel()} entries but the LM head has {vocab}")
-        self.logit_bias = logit_bias
+        self.vocab = decoder_and_head(model)[1].shape[0]
+        if logit_bias is not None and logit_bias.numel() != self.vocab:
+            raise ValueError(f"logit bias has {logit_bias.numel()} entries but the LM head has {self.vocab}")
+        self.logit_bias = None if logit_bias is None else torch.nn.Parameter(
+            logit_bias.detach().float().clone(), requires_grad=False)
+        self.expansion_weight = torch.nn.Parameter(torch.tensor(float(card.expansion_weight)), requires_grad=False)
+        if card.lexical_head is not None and lexical is None:
+            raise ValueError("the model card names a lexical head but none was given")
+        if lexical is not None and card.lexical_layer is None:
+            raise ValueError("a lexical head needs the card's lexical_layer")
+        if card.lexical_layer is not None and card.lexical_layer > num_layers(model):
+            raise ValueError(f"lexical_layer {card.lexical_layer} is beyond the model's {num_layers(model)} layers")
+        self.lexical = lexical
         if card.variant == "bidirectional":
             if set_bidirectional(model, True) == 0:
                 raise ValueError(f"{type(model).__name__} has no attention modules with an is_causal flag; "
                                  "the bidirectional variant is not supported for it")
         self._excluded = None
         self._workspace = LogitsWorkspace()
+        self._prefix_ids = {kind: self._prefix_tokens(kind) for kind in ("query", "doc")}
 
     # --- tokenisation ------------------------------------------------------------------------------
     def max_length(self, kind: str) -> int:
         return self.card.max_query_length if kind == "query" else self.card.max_doc_length
+
+    def _prefix_tokens(self, kind: str) -> list[int]:
+        prefix = self.card.query_prefix if kind == "query" else self.card.doc_prefix
+        bos = [self.tokenizer.bos_token_id] if self.card.add_bos and self.tokenizer.bos_token_id is not None else []
+        return bos + (self.tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else [])
 
     def tokenize(self, texts: Sequence[str], kind: str, max_length: int | None = None) -> list[list[int]]:
         """Prefix + text, no special tokens unless the card asks for BOS; special-token strings inside the
@@ -121,10 +168,21 @@ class SparseEncoder(torch.nn.Module):
                                  max_length=budget, split_special_tokens=True)["input_ids"]
         return [([bos] if bos is not None else []) + ids for ids in encoded]
 
+    def prefix_length(self, sequence: Sequence[int], kind: str) -> int:
+        """Leading positions of ``sequence`` that hold the prefix (and BOS): the tokens it shares with the
+        prefix tokenised alone. Its last piece may merge with the text (``passage: Cells`` gives
+        ``pass age : ĠCells``); the merged token carries text and is not counted."""
+        count = 0
+        for a, b in zip(sequence, self._prefix_ids[kind]):
+            if a != b:
+                break
+            count += 1
+        return min(count, max(0, len(sequence) - 1))  # never leave a text with no pooled position
+
     def collate(self, sequences: Sequence[Sequence[int]], order: list[int] | None = None,
-                pad_multiple: int = 1) -> Batch:
-        """Right-pad (to a multiple of ``pad_multiple`` tokens); for *echo* the sequence is repeated and
-        only the second copy is pooled."""
+                pad_multiple: int = 1, kind: str = "doc") -> Batch:
+        """Right-pad (to a multiple of ``pad_multiple`` tokens). *echo* repeats the sequence and pools the
+        second copy only; *causal* does not pool its prefix (text-independent states)."""
         echo = self.card.variant == "echo"
         rows = [list(s) + list(s) if echo else list(s) for s in sequences]
         width = round_up(max(1, max(len(r) for r in rows)), pad_multiple)
@@ -135,47 +193,87 @@ class SparseEncoder(torch.nn.Module):
         for i, (seq, row) in enumerate(zip(sequences, rows)):
             input_ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
             attention[i, :len(row)] = 1
-            pool[i, len(row) - len(seq):len(row)] = 1
+            start = len(row) - len(seq)
+            if self.card.variant == "causal":
+                start += self.prefix_length(seq, kind)
+            pool[i, start:len(row)] = 1
         return Batch(input_ids, attention, pool, order if order is not None else list(range(len(rows))))
 
     # --- forward -----------------------------------------------------------------------------------
+    def _needs_states(self) -> int | None:
+        """The layer whose states the lexical head reads, when it is not the final one."""
+        layer = self.card.lexical_layer if self.lexical is not None else None
+        return layer if layer is not None and layer < num_layers(self.model) else None
+
+    def encoder_states(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor,
+                       start_layer: int = 0, states: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Final normed states (the LM head's input) and the lexical head's states (None without one).
+
+        ``start_layer > 0`` starts from ``states``, the input of that layer (cached by the CPU recipe);
+        ``start_layer`` = the number of layers means ``states`` are already the final states."""
+        decoder, _ = decoder_and_head(self.model)
+        total = len(decoder.layers)
+        lexical_layer = self._needs_states()
+        if lexical_layer is not None and lexical_layer < start_layer:
+            raise ValueError(f"the lexical head reads layer {lexical_layer}, below the start layer {start_layer}")
+        if start_layer == total:
+            return states, (states if self.lexical is not None else None)
+        embeds = decoder.get_input_embeddings()(input_ids) if start_layer == 0 else states
+        mask = attention_mask
+        if self.card.variant == "bidirectional":
+            from transformers.masking_utils import create_bidirectional_mask
+
+            mask = create_bidirectional_mask(config=decoder.config, inputs_embeds=embeds, attention_mask=attention_mask,
+                                             allow_is_bidirectional_skip=False)
+        with layers_from(decoder, start_layer):
+            out = decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False,
+                          output_hidden_states=lexical_layer is not None)
+        final = out.last_hidden_state
+        if self.lexical is None:
+            return final, None
+        return final, (final if lexical_layer is None else out.hidden_states[lexical_layer - start_layer])
+
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        decoder, _ = _decoder_and_head(self.model)
-        if self.card.variant != "bidirectional":
-            return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        from transformers.masking_utils import create_bidirectional_mask
+        """The final normed states (the LM head's input)."""
+        return self.encoder_states(input_ids, attention_mask)[0]
 
-        embeds = decoder.get_input_embeddings()(input_ids)
-        mask = create_bidirectional_mask(config=decoder.config, inputs_embeds=embeds, attention_mask=attention_mask,
-                                         allow_is_bidirectional_skip=False)
-        return decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pool_mask: torch.Tensor,
+                start_layer: int = 0, states: torch.Tensor | None = None) -> torch.Tensor:
+        """Dense ``[batch, vocab]`` weights; special tokens are zeroed (they never become terms)."""
+        final, lexical_states = self.encoder_states(input_ids, attention_mask, start_layer, states)
+        pooled = None
+        if self.card.expansion:
+            _, head = decoder_and_head(self.model)
+            pooled = max_pool_lm_head(final, head, pool_mask, self.chunk_elements, self._workspace)
+        return self.combine(pooled, lexical_states, input_ids, pool_mask)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pool_mask: torch.Tensor) -> torch.Tensor:
-        """Dense ``[batch, vocab]`` SPLADE weights; special tokens are zeroed (they never become terms)."""
-        return self.activate(self.max_logits(input_ids, attention_mask, pool_mask))
+    def combine(self, pooled: torch.Tensor | None, lexical_states: torch.Tensor | None,
+                input_ids: torch.Tensor | None, pool_mask: torch.Tensor | None) -> torch.Tensor:
+        """The channels' weights merged by max: from max-pooled LM-head logits (``pooled``, see
+        :meth:`max_logits`) and the lexical head's states at the pooled positions."""
+        weights = self.activate(pooled) if pooled is not None else None
+        if self.lexical is not None:
+            lexical = pool_token_impacts(self.lexical(lexical_states), input_ids, pool_mask, self.vocab)
+            weights = lexical if weights is None else torch.maximum(weights, lexical)
+        excluded = self.excluded_ids(weights.shape[-1], weights.device)
+        if excluded.numel():
+            weights = weights.index_fill(-1, excluded, 0.0)
+        return weights
 
     def max_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    pool_mask: torch.Tensor) -> torch.Tensor:
         """``[batch, vocab]`` LM-head logits max-pooled over the pooled positions (floored at 0), before
         scale and bias. Kept apart from :meth:`activate` because scale and bias commute with the max:
-        the bias-only training phase caches these once and never runs the backbone again."""
-        _, head = _decoder_and_head(self.model)
-        hidden = self.hidden_states(input_ids, attention_mask)
-        return max_pool_lm_head(hidden, head, pool_mask, self.chunk_elements, self._workspace)
+        a training run with a frozen backbone caches these once and never runs the backbone again."""
+        _, head = decoder_and_head(self.model)
+        return max_pool_lm_head(self.hidden_states(input_ids, attention_mask), head, pool_mask,
+                                self.chunk_elements, self._workspace)
 
-    def activate(self, pooled: torch.Tensor, logit_bias: torch.Tensor | None = None) -> torch.Tensor:
-        """SPLADE weights from :meth:`max_logits` output, with the card's scale and ``logit_bias`` (by
-        default the encoder's own bias); special tokens zeroed."""
-        bias = self.logit_bias if logit_bias is None else logit_bias
-        if bias is not None and bias.device != pooled.device:
-            bias = bias.to(pooled.device)
-            if logit_bias is None:
-                self.logit_bias = bias
-        weights = splade_activation(pooled.float(), self.logit_scale, bias)
-        excluded = self.excluded_ids(weights.shape[-1], weights.device)
-        if excluded.numel():
-            weights = weights.index_fill(-1, excluded, 0.0)
-        return weights
+    def activate(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The LM-head channel's weights from :meth:`max_logits` output: card scale, logit bias,
+        ``log(1 + relu(.))`` and the channel weight."""
+        return splade_activation(pooled.float(), self.logit_scale, self.logit_bias) * self.expansion_weight
 
     def excluded_ids(self, vocab: int, device) -> torch.Tensor:
         if self._excluded is None or self._excluded.device != torch.device(device):
@@ -187,7 +285,7 @@ class SparseEncoder(torch.nn.Module):
 
     # --- inference ---------------------------------------------------------------------------------
     def batches(self, sequences: Sequence[Sequence[int]], max_tokens: int, max_batch: int,
-                pad_multiple: int = SHAPE_MULTIPLE) -> Iterable[Batch]:
+                pad_multiple: int = SHAPE_MULTIPLE, kind: str = "doc") -> Iterable[Batch]:
         """Longest first, so each batch pads little; a batch holds at most ``max_tokens`` padded tokens."""
         factor = 2 if self.card.variant == "echo" else 1
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
@@ -196,17 +294,18 @@ class SparseEncoder(torch.nn.Module):
             width = round_up(max(1, len(sequences[order[start]]) * factor), pad_multiple)
             size = max(1, min(max_batch, max_tokens // width))
             chunk = order[start:start + size]
-            yield self.collate([sequences[i] for i in chunk], chunk, pad_multiple)
+            yield self.collate([sequences[i] for i in chunk], chunk, pad_multiple, kind)
             start += size
 
     @torch.inference_mode()
     def encode_sequences(self, sequences: Sequence[Sequence[int]], top_k: int | None = None,
                          max_tokens: int | None = None, max_batch: int = 256, device: str | torch.device = "cpu",
-                         progress=None, pad_multiple: int = SHAPE_MULTIPLE) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                         progress=None, pad_multiple: int = SHAPE_MULTIPLE,
+                         kind: str = "doc") -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Sparse (token ids, float weights) per sequence, in input order."""
         max_tokens = max_tokens or default_max_tokens(device)
         results: list = [None] * len(sequences)
-        for batch in self.batches(sequences, max_tokens, max_batch, pad_multiple):
+        for batch in self.batches(sequences, max_tokens, max_batch, pad_multiple, kind):
             weights = self.forward(batch.input_ids.to(device), batch.attention_mask.to(device),
                                    batch.pool_mask.to(device))
             for position, row in zip(batch.order, sparse_rows(weights, top_k)):

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from csplade_pyserini.textio import read_yaml
 from csplade_pyserini.errors import InputError
 
 # --collection values (and aliases) -> matrix file shipped in this package.
@@ -331,11 +332,11 @@ def load_matrix(path: str | Path | None = None, collection: str | None = None) -
         path = matrix_file(collection)
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("matrix file does not exist", path=path) from None
-    except yaml.YAMLError as exc:
-        raise MatrixError(f"not valid YAML: {exc}", path=path) from None
+        data = read_yaml(path, "matrix file")
+    except InputError as exc:
+        if "YAML" not in exc.message:
+            raise
+        raise MatrixError(exc.message, path=path, line=exc.line) from None
     validate(data, str(path))
     topics = [TopicColumn(t["key"], t["display"], t["topic_key"], t["eval_key"], t["corpus"], dict(t["metrics"]),
                           t.get("note", "")) for t in data["topics"]]

@@ -1,7 +1,7 @@
 """TREC run-file tools: validate (``check``), repair (``fix``), fuse (``fuse``) and package (``pack``).
 
 Run ``python -m csplade_pyserini.runs --help``. Every file these tools write has ranks 1..n in order of
-score descending, ties broken by docid ascending, and is written atomically.
+score descending, ties broken by docid descending (trec_eval's order), and is written atomically.
 """
 
 from csplade_pyserini.runs.check import CheckResult, check_run, format_problem

@@ -98,7 +98,7 @@ def _check_topic(path: Path, qid: str, hits: list[Hit], depth: int | None, check
             if hit.rank != expected:
                 problems.append(InputError(
                     f"rank {hit.rank} of docid {hit.docid!r} in topic {qid!r} should be {expected} "
-                    f"(ranks go 1..n by score descending, ties by docid ascending)", path=path, line=hit.line,
+                    f"(ranks go 1..n by score descending, ties by docid descending, as trec_eval ranks)", path=path, line=hit.line,
                     field="rank"))
     if depth is not None and len(hits) > depth:
         problems.append(InputError(f"topic {qid!r} has {len(hits)} lines, more than the depth {depth}",

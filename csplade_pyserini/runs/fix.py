@@ -12,7 +12,7 @@ logger = logging.getLogger(__name__)
 
 
 def fix_hits(hits: list[Hit], depth: int | None = None) -> dict[str, list[Hit]]:
-    """Per topic: score descending then docid ascending, each docid once (its highest-scoring line),
+    """Per topic: score descending then docid descending (trec_eval's order), each docid once (its highest-scoring line),
     ranks 1..n, at most ``depth`` lines."""
     return {qid: rank_hits(topic, depth) for qid, topic in by_topic(hits).items()}
 

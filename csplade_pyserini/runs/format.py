@@ -2,8 +2,8 @@
 
 Reading is strict and located (every bad line is named by its number) because a silently misparsed run
 gives silently wrong scores in ``trec_eval``. Writing always goes through :func:`rank_hits`, so every
-file this package writes has ranks 1..n in order of score descending, ties broken by docid ascending,
-and scores printed with ``repr`` so that they read back as exactly the same floats (rounding them could
+file this package writes has ranks 1..n in ``trec_eval``'s order (score descending, ties broken by docid
+DESCENDING: that is how trec_eval ranks equal scores), and scores printed with ``repr`` so that they read back as exactly the same floats (rounding them could
 create ties that contradict the written ranks).
 """
 
@@ -46,9 +46,25 @@ class RunFileError(InputError):
         super().__init__(first.message + more, path=first.path, line=first.line, field=first.field)
 
 
-def sort_key(hit: Hit) -> tuple[float, str]:
-    """The canonical order of a topic's hits: score descending, then docid ascending."""
-    return (-hit.score, hit.docid)
+class Descending(str):
+    """A string that sorts in descending order inside an ascending sort key."""
+
+    def __lt__(self, other):
+        return str.__gt__(self, other)
+
+    def __gt__(self, other):
+        return str.__lt__(self, other)
+
+
+def trec_order(score: float, docid: str) -> tuple:
+    """The sort key of trec_eval's ranking: score descending, then docid descending. Every ranking this
+    package writes or checks uses it, so the rank column always agrees with what gets evaluated."""
+    return (-score, Descending(docid))
+
+
+def sort_key(hit: Hit) -> tuple:
+    """The canonical order of a topic's hits (:func:`trec_order`)."""
+    return trec_order(hit.score, hit.docid)
 
 
 def qid_key(qid: str) -> tuple:

@@ -1,7 +1,7 @@
 """Reciprocal-rank fusion (Cormack et al., SIGIR 2009): score(d) = sum over runs of 1 / (k + rank(d)).
 
 A document's rank in a run is its position after sorting that run's topic by score descending, docid
-ascending, with duplicate docids dropped (as :mod:`~csplade_pyserini.runs.fix` does); the rank column
+descending (trec_eval's order), with duplicate docids dropped (as :mod:`~csplade_pyserini.runs.fix` does); the rank column
 as written is ignored, so two runs that differ only in how they number ties fuse the same way. A
 document absent from a run contributes nothing for that run.
 
@@ -10,7 +10,7 @@ document absent from a run contributes nothing for that run.
 column, and its sum depends on the order of the runs, so documents with mathematically equal fused
 scores can differ in the last bit and escape the docid tie-break. Here every sum is ``math.fsum``
 (correctly rounded, so independent of order) and the output is sorted by score descending, docid
-ascending.
+descending.
 """
 
 from __future__ import annotations

@@ -89,20 +89,54 @@ def is_peft_model(model) -> bool:
 
 
 # --- saving ----------------------------------------------------------------------------------------
+def export_model(folder: Path, encoder, notes: dict[str, Any] | None = None, atomic: bool = True) -> ModelCard:
+    """Write the model an encoder being trained stands for: card, adapter (or whole model), logit bias,
+    lexical head and channel weight, so that ``csplade:FOLDER`` loads exactly this model.
+
+    A frozen backbone that carries a merged ``--init-checkpoint`` adapter (``encoder.base_adapter``) is
+    written as that adapter; with a new LoRA on top of it the merged model is written whole."""
+    from csplade_pyserini.atomic import atomic_dir
+
+    folder = Path(folder)
+    if atomic:
+        with atomic_dir(folder) as tmp:
+            card = export_model(Path(tmp), encoder, notes, atomic=False)
+        return card
+    folder.mkdir(parents=True, exist_ok=True)
+    card = encoder.card
+    card = card.replace(backbone=portable_backbone(card.backbone, folder),
+                        expansion_weight=round(float(encoder.expansion_weight), 6),
+                        notes={**card.notes, **(notes or {})})
+    if encoder.lexical is not None:
+        card = card.replace(lexical_head=encoder.lexical.save(folder))
+    bias = encoder.logit_bias.detach() if encoder.logit_bias is not None else None
+    model = encoder.model
+    base_adapter = getattr(encoder, "base_adapter", None)
+    if is_peft_model(model):
+        return write_model_folder(folder, model, encoder.tokenizer, card, bias)  # the adapter
+    if any(p.requires_grad for p in model.parameters()):
+        return write_model_folder(folder, model, encoder.tokenizer, card, bias)  # --full: the whole model
+    if base_adapter is not None:  # frozen backbone + the merged adapter it started from
+        shutil.copytree(base_adapter, folder / ADAPTER_DIR, dirs_exist_ok=True)
+        card = card.replace(adapter=ADAPTER_DIR)
+    return write_model_folder(folder, None, encoder.tokenizer, card, bias)
+
+
 def write_model_folder(folder: Path, model, tokenizer, card: ModelCard,
                        logit_bias: torch.Tensor | None = None) -> ModelCard:
     """Write the card and the weights (adapter or full model) of ``model`` into ``folder`` (existing),
     and the calibrated logit bias when there is one.
 
     ``card.backbone`` must already be the portable reference for ``folder``. ``model=None`` (a frozen,
-    unmodified backbone, as in the bias phase) writes only the card and the bias. Returns the saved card.
+    unmodified backbone) writes only the card and the bias (a card naming ``adapter`` keeps it: the
+    caller copied one in). Returns the saved card.
     """
     if logit_bias is not None:
         from csplade_pyserini.model.logit_bias import save_logit_bias
 
         card = card.replace(logit_bias=save_logit_bias(logit_bias, folder))
     if model is None:
-        saved = card.replace(adapter=None)
+        saved = card if card.adapter == ADAPTER_DIR else card.replace(adapter=None)
     elif is_peft_model(model):
         with _named_as(model, card.backbone):
             model.save_pretrained(str(folder / ADAPTER_DIR))
@@ -117,115 +151,6 @@ def write_model_folder(folder: Path, model, tokenizer, card: ModelCard,
         saved = card.replace(backbone=MODEL_DIR, adapter=None)
     saved.save(folder)
     return saved
-
-
-def rng_state() -> dict[str, Any]:
-    import numpy as np
-
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": (name, keys.tolist(), int(pos), int(has_gauss), float(cached)),
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    import numpy as np
-
-    python = state["python"]
-    random.setstate((python[0], tuple(python[1]), python[2]))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(folder: str | Path, model, tokenizer, card: ModelCard,
-                    trainer_state: dict[str, Any] | None = None, logit_bias: torch.Tensor | None = None) -> Path:
-    """Write a checkpoint atomically (a crash mid-save never leaves a half checkpoint that a resume
-    would pick up). ``card.backbone`` is the reference as given by the user; it is made portable here."""
-    from csplade_pyserini.atomic import atomic_dir
-
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    portable = card.replace(backbone=portable_backbone(card.backbone, folder))
-    with atomic_dir(folder) as tmp:
-        write_model_folder(tmp, model, tokenizer, portable, logit_bias)
-        if trainer_state is not None:
-            torch.save(trainer_state, tmp / STATE_NAME)
-    logger.info("saved checkpoint %s", folder)
-    return folder
-
-
-def load_trainer_state(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / STATE_NAME
-    if not path.exists():
-        raise InputError(f"not a resumable checkpoint (no {STATE_NAME})", path=folder)
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def checkpoint_step(folder: Path) -> int | None:
-    match = _CHECKPOINT_RE.match(folder.name)
-    return int(match.group(1)) if match else None
-
-
-def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete ``checkpoint-N`` folders of a run, oldest first."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return []
-    found = [p for p in output_dir.iterdir()
-             if p.is_dir() and checkpoint_step(p) is not None and (p / STATE_NAME).exists()]
-    return sorted(found, key=checkpoint_step)
-
-
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    found = list_checkpoints(output_dir)
-    return found[-1] if found else None
-
-
-def rotate_checkpoints(output_dir: str | Path, keep: int | None) -> None:
-    """Delete the oldest ``checkpoint-N`` folders beyond the ``keep`` most recent."""
-    if not keep or keep < 1:
-        return
-    for old in list_checkpoints(output_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-        logger.info("removed old checkpoint %s", old)
-
-
-def load_adapter_weights(model, checkpoint: str | Path) -> None:
-    """Put the adapter weights of ``checkpoint`` into an already wrapped peft ``model`` (exact copy)."""
-    from peft.utils import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    folder = Path(checkpoint) / ADAPTER_DIR
-    weights = folder / "adapter_model.safetensors"
-    if not weights.exists():
-        raise InputError("checkpoint has no adapter weights (adapter/adapter_model.safetensors)", path=checkpoint)
-    result = set_peft_model_state_dict(model, load_file(str(weights)))
-    unexpected = getattr(result, "unexpected_keys", None)
-    if unexpected:
-        raise InputError(f"adapter weights do not fit the model: unexpected keys {unexpected[:3]}", path=weights)
-
-
-def load_full_weights(model, checkpoint: str | Path) -> None:
-    """Copy the weights of a ``--full`` checkpoint's ``model/`` folder into ``model`` (exact copy)."""
-    from safetensors.torch import load_file
-
-    folder = Path(checkpoint) / MODEL_DIR
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise InputError("checkpoint has no model weights (model/*.safetensors)", path=checkpoint)
-    state: dict[str, torch.Tensor] = {}
-    for file in files:
-        state.update(load_file(str(file)))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {name for name in missing if "lm_head" in name or "embed_tokens" in name}
-    if unexpected or set(missing) - tied:
-        raise InputError(f"model weights do not fit: missing {sorted(set(missing) - tied)[:3]}, "
-                         f"unexpected {unexpected[:3]}", path=folder)
 
 
 def resolve_adapter_dir(path: str | Path) -> Path:

@@ -251,19 +251,22 @@ def _locate(path: Path, *columns: str) -> int | None:
 def read_run(path: str | Path, queries: set[str] | None = None) -> dict[str, list[tuple[str, float, int]]]:
     """TREC run ``qid Q0 docid rank score tag`` -> ``{qid: [(docid, score, line), ...]}`` best first.
 
-    Ordered the way ``trec_eval`` ranks: by score descending (ties: rank ascending, then docid), not by
-    the rank column, which tools fill inconsistently. A docid listed twice for a query keeps its first
-    line. ``queries`` restricts the result to those query ids (other lines are still validated).
+    Read by the one TREC run parser (``runs.format``) and ordered as ``trec_eval`` ranks
+    (``runs.format.trec_order``), not by the rank column, which tools fill inconsistently. A docid listed
+    twice for a query keeps its first line. ``queries`` restricts the result to those query ids (other
+    lines are still validated).
     """
-    rows: dict[str, list[tuple[float, int, str, int]]] = {}
+    from csplade_pyserini.runs.format import trec_order
+
+    rows: dict[str, list] = {}
     seen: set[tuple[str, str]] = set()
     for hit in read_trec_run(_existing(path, "run file")):
         if (queries is not None and hit.qid not in queries) or (hit.qid, hit.docid) in seen:
             continue
         seen.add((hit.qid, hit.docid))
-        rows.setdefault(hit.qid, []).append((-hit.score, hit.rank, hit.docid, hit.line))
-    return {qid: [(docid, -neg, number) for neg, _, docid, number in sorted(entries)]
-            for qid, entries in rows.items()}
+        rows.setdefault(hit.qid, []).append(hit)
+    return {qid: [(h.docid, h.score, h.line) for h in sorted(hits, key=lambda h: trec_order(h.score, h.docid))]
+            for qid, hits in rows.items()}
 
 
 def read_beir_train(folder: str | Path, run: str | Path | None = None, n_negatives: int | None = 15,
@@ -393,3 +396,38 @@ def make_groups(example: TrainingExample, n_negatives: int, rng: random.Random) 
     else:
         chosen = rng.sample(negatives, len(negatives)) + rng.choices(negatives, k=n_negatives - len(negatives))
     return [positive, *chosen]
+
+
+# --- from options ----------------------------------------------------------------------------------
+def load_examples(data_args) -> list[TrainingExample]:
+    """Training examples from ``--data`` in the format given (or guessed from the path)."""
+    if not data_args.data:
+        raise InputError("training data is required (--data)", field="data")
+    path = Path(data_args.data)
+    fmt = data_args.data_format
+    if fmt == "auto":
+        if path.is_dir():
+            fmt = "beir"
+        elif ".jsonl" in path.suffixes:
+            fmt = "tevatron"
+        elif data_args.collection:
+            fmt = "id-triples"
+        else:
+            fmt = "triples"
+    if fmt == "beir":
+        if data_args.negatives and not data_args.run:
+            raise InputError("BEIR training data needs a run with hard negatives (--run, from `train "
+                             "mine-negatives`), or --negatives 0 for in-batch negatives only", field="run")
+        # every run negative is kept (best first); the run's depth and --skip-top-negatives select among them
+        examples = read_beir_train(path, data_args.run, n_negatives=None, split=data_args.split)
+    elif fmt == "tevatron":
+        examples = list(read_tevatron(path))
+    elif fmt == "triples":
+        examples = group_by_query(read_text_triples(path))
+    else:
+        if not data_args.collection or not data_args.queries:
+            raise InputError("id triples need --collection and --queries", field="collection")
+        examples = group_by_query(read_id_triples(path, data_args.collection, data_args.queries))
+    if data_args.max_examples:
+        examples = examples[:data_args.max_examples]
+    return examples

@@ -18,6 +18,7 @@ slicing the logits avoids a copy of the ``batch x length x vocab`` tensor, the m
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -190,3 +191,190 @@ def adaptation_loss(logits: torch.Tensor, labels: torch.Tensor, relu_weight: flo
     clm = clm_loss(logits, labels, ignore_index)
     relu = relu_clm_loss(logits, labels, ignore_index)
     return AdaptationLoss(clm + relu_weight * relu, clm, relu)
+
+
+# --- composable objectives -------------------------------------------------------------------------
+# Each loss is a small module that returns its named parts; SpladeLoss wraps a main loss with the FLOPS
+# regularisers, so that the objective of a run reads as one line, e.g.
+#   SpladeLoss(CombinedLoss({"cl": InfoNCELoss(scale), "kd": KLDistillationLoss(scale, 2.0)}, {"kd": 0.5}),
+#              query_flops=0.003, doc_flops=0.003)
+# ``batch`` is the collator's dict: ``group_size``, ``doc_keys`` ([D]) and ``positive_keys`` ([Q, P], -1 padded)
+# for false-negative masking (optional), ``teacher`` ([Q, G] scores of each query's own group, optional).
+
+class ScoreScale(torch.nn.Module):
+    """A learnable inverse temperature for every score-based loss (CLIP-style), shared by CL and KD.
+
+    InfoNCE on raw sparse dot products is lowered by shrinking every vector: once the softmax saturates
+    (scores in the tens or hundreds), the cheapest way down is to lower all weights together, and under
+    ReLU terms then die together (SmolLM2: 64 -> 11 query terms in 80 steps). Multiplying scores by a
+    learned ``s`` (starting small, 1/10) moves the burden of sharpness onto one scalar. Stored as a log so
+    it stays positive; capped at ``max_scale`` as CLIP does.
+    """
+
+    def __init__(self, init: float = 0.1, learnable: bool = True, max_scale: float = 100.0):
+        super().__init__()
+        if not init > 0:
+            raise ValueError(f"the initial score scale must be positive, got {init}")
+        self.log_scale = torch.nn.Parameter(torch.tensor(math.log(init)), requires_grad=learnable)
+        self.max_log = math.log(max_scale)
+
+    @property
+    def value(self) -> torch.Tensor:
+        return self.log_scale.clamp(max=self.max_log).exp()
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores.float() * self.value
+
+
+def group_targets(n_queries: int, group_size: int, device=None) -> torch.Tensor:
+    return torch.arange(n_queries, device=device) * group_size
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of the torch.distributed job, (0, 1) outside one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Every process's ``tensor`` concatenated along dim 0, rank order; gradients flow back to each
+    process's own part (``torch.distributed.nn``), so that the documents of the whole global batch are
+    negatives for every query. The identity outside a distributed job. Every process must hold the same
+    number of rows."""
+    rank, size = world()
+    if size == 1:
+        return tensor
+    if tensor.requires_grad:
+        from torch.distributed.nn.functional import all_gather
+
+        return torch.cat(all_gather(tensor.contiguous()), dim=0)
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(tensor) for _ in range(size)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def false_negative_mask(batch: dict, n_queries: int, group_size: int, doc_keys: torch.Tensor | None,
+                        offset: int) -> torch.Tensor | None:
+    """``[Q, D]``: True where document ``j`` is judged relevant to query ``i`` (by the batch's
+    ``positive_keys``) but is not ``i``'s own target column; None without keys."""
+    if doc_keys is None or "positive_keys" not in batch:
+        return None
+    positives = batch["positive_keys"].to(doc_keys.device)  # [Q, P], -1 = padding
+    mask = (doc_keys.view(1, -1, 1) == positives.unsqueeze(1)).any(-1)
+    own = group_targets(n_queries, group_size, doc_keys.device) + offset
+    mask[torch.arange(n_queries, device=doc_keys.device), own] = False
+    return mask
+
+
+class InfoNCELoss(torch.nn.Module):
+    """InfoNCE over the positive, the hard negatives and every in-batch document (see :func:`info_nce`),
+    on scaled scores, with the query's other labelled positives taken out of its negatives. In a
+    distributed job the documents of every process are negatives (gathered, the papers' global batch)."""
+
+    def __init__(self, scale: ScoreScale):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, q: torch.Tensor, d: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        rank, _ = world()
+        offset = rank * d.shape[0]
+        all_docs = gather(d)
+        keys = gather(batch["doc_keys"].to(d.device)) if "doc_keys" in batch else None
+        group_size = int(batch["group_size"])
+        scores = self.scale(q @ all_docs.t())
+        mask = false_negative_mask(batch, q.shape[0], group_size, keys, offset)
+        if mask is not None:
+            scores = scores.masked_fill(mask.to(scores.device), float("-inf"))
+        targets = group_targets(q.shape[0], group_size, scores.device) + offset
+        return {"cl": F.cross_entropy(scores, targets)}
+
+
+def own_group_scores(q: torch.Tensor, d: torch.Tensor, group_size: int) -> torch.Tensor:
+    """``[Q, G]`` scores of each query against its own group (positive first, then hard negatives)."""
+    return torch.einsum("qv,qgv->qg", q.float(), d.float().view(q.shape[0], group_size, -1))
+
+
+class KLDistillationLoss(torch.nn.Module):
+    """``KL(teacher || student)`` over each query's own group: student scores through the shared
+    :class:`ScoreScale`, teacher scores divided by their own ``teacher_temperature``.
+
+    The two live on unrelated scales: splade-tiny's top-1/top-2 gap has a median of 4.6, so at T = 1 its
+    softmax is nearly one-hot, while an unscaled student's gaps are in the tens. One temperature for
+    both makes CL and KD pull in opposite directions."""
+
+    def __init__(self, scale: ScoreScale, teacher_temperature: float = 1.0):
+        super().__init__()
+        if teacher_temperature <= 0:
+            raise ValueError(f"teacher temperature must be positive, got {teacher_temperature}")
+        self.scale = scale
+        self.teacher_temperature = teacher_temperature
+
+    def forward(self, q: torch.Tensor, d: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        if "teacher" not in batch:  # a batch the teacher did not score (pseudo-queries): nothing to distil
+            return {}
+        student = self.scale(own_group_scores(q, d, int(batch["group_size"])))
+        teacher = batch["teacher"].detach().float().to(student.device) / self.teacher_temperature
+        return {"kd": kl_distillation(student, teacher, 1.0)}
+
+
+class MarginMSELoss(torch.nn.Module):
+    """MarginMSE on raw scores (margins are matched to the teacher's own scale, so no temperature)."""
+
+    def forward(self, q: torch.Tensor, d: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        if "teacher" not in batch:
+            return {}
+        student = own_group_scores(q, d, int(batch["group_size"]))
+        teacher = batch["teacher"]
+        return {"kd": margin_mse(student[:, 0], student[:, 1:], teacher[:, 0], teacher[:, 1:])}
+
+
+class CombinedLoss(torch.nn.Module):
+    """A weighted sum of named losses (Lion's CL+KD: ``(1 - w) * cl + w * kd``); a part a batch cannot
+    have (no teacher scores for pseudo-queries) is left out and the others' weights renormalised."""
+
+    def __init__(self, losses: dict[str, torch.nn.Module], weights: dict[str, float]):
+        super().__init__()
+        if set(losses) != set(weights):
+            raise ValueError(f"losses {sorted(losses)} and weights {sorted(weights)} must name the same parts")
+        self.losses = torch.nn.ModuleDict(losses)
+        self.weights = dict(weights)
+
+    def forward(self, q: torch.Tensor, d: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        parts: dict[str, torch.Tensor] = {}
+        for loss in self.losses.values():
+            parts.update(loss(q, d, batch))
+        present = [name for name in self.losses if name in parts]
+        total = sum(self.weights[name] for name in present)
+        parts["main"] = sum(self.weights[name] * parts[name] for name in present) / total
+        return parts
+
+
+class SpladeLoss(torch.nn.Module):
+    """A main retrieval loss plus FLOPS on queries and documents, their weights ramped up quadratically
+    over the first ``ramp_fraction`` of training (:func:`~.schedules.flops_weight`).
+
+    Returns every named part, ``loss`` being the total to minimise."""
+
+    def __init__(self, main: torch.nn.Module, query_flops: float = 0.0, doc_flops: float = 0.0,
+                 ramp_fraction: float = 1 / 3):
+        super().__init__()
+        self.main = main
+        self.query_flops, self.doc_flops, self.ramp_fraction = query_flops, doc_flops, ramp_fraction
+
+    def forward(self, q: torch.Tensor, d: torch.Tensor, batch: dict, step: int = 0,
+                total_steps: int = 1) -> dict[str, torch.Tensor]:
+        from csplade_pyserini.training.schedules import flops_weight
+
+        parts = dict(self.main(q, d, batch))
+        main = parts.pop("main") if "main" in parts else sum(parts.values())
+        lambda_q = flops_weight(step, total_steps, self.query_flops, self.ramp_fraction)
+        lambda_d = flops_weight(step, total_steps, self.doc_flops, self.ramp_fraction)
+        # the regulariser of the global batch (every process's vectors), as a single process would see it
+        parts["flops_q"], parts["flops_d"] = flops(gather(q)), flops(gather(d))
+        parts["loss"] = main + lambda_q * parts["flops_q"] + lambda_d * parts["flops_d"]
+        return parts

@@ -21,11 +21,28 @@ logger = logging.getLogger(__name__)
 
 INFO_SUFFIX = ".info.json"
 INDEX_INFO_NAME = "csplade-index.info"  # inside an index folder: Lucene ignores files it does not own
+PART_INFO_NAME = "csplade-vectors.info"  # inside a shard's part folder (Anserini reads only .json/.jsonl/.gz)
 
 
 def info_path(folder: str | Path) -> Path:
     folder = Path(folder)
     return folder.with_name(folder.name + INFO_SUFFIX)
+
+
+def shard_range(total: int, shard_id: int, shard_num: int) -> range:
+    """The documents of shard ``shard_id`` of ``shard_num``, exactly as Pyserini's ``--shard-id/--shard-num``
+    split a collection: ``total // shard_num`` consecutive documents each, the last shard taking the rest."""
+    if shard_num < 1 or not 0 <= shard_id < shard_num:
+        raise InputError(f"shard {shard_id} of {shard_num}: need 0 <= shard-id < shard-num", field="shard_id")
+    size = total // shard_num
+    start = shard_id * size
+    return range(start, total if shard_id == shard_num - 1 else min(start + size, total))
+
+
+def part_name(shard_id: int, shard_num: int) -> str:
+    """The sub-folder a shard writes: Anserini walks an input folder recursively, so the parts of a
+    sharded encoding index as one collection."""
+    return f"part-{shard_id:05d}-of-{shard_num:05d}"
 
 
 def check_vector(vector: Mapping[str, Any], path: str | Path | None = None, line: int | None = None) -> None:
@@ -45,8 +62,9 @@ class JsonVectorWriter:
     """Write a JsonVectorCollection folder atomically, ``docs-00000.jsonl`` ... one shard per ``shard_size``."""
 
     def __init__(self, out_dir: str | Path, shard_size: int = 100_000, info: dict[str, Any] | None = None,
-                 overwrite: bool = True):
+                 overwrite: bool = True, info_file: str | Path | None = None):
         self.out_dir = Path(out_dir)
+        self.info_file = Path(info_file) if info_file is not None else None
         self.shard_size = shard_size
         self.info = dict(info or {})
         self.overwrite = overwrite
@@ -93,15 +111,17 @@ class JsonVectorWriter:
                                self.empty, self.count)
             info = {**self.info, "documents": self.count, "empty_vectors": self.empty,
                     "postings": self.postings}
-            with atomic_file(info_path(self.out_dir)) as handle:
+            with atomic_file(self.info_file or info_path(self.out_dir)) as handle:
                 json.dump(info, handle, indent=2, sort_keys=True)
                 handle.write("\n")
         return suppress
 
 
 def vector_files(folder: str | Path) -> list[Path]:
+    """Every vector file under ``folder``, its sharded parts' sub-folders included (Anserini walks them too)."""
     folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith((".json", ".jsonl")))
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith((".json", ".jsonl"))
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
     if not files:
         raise InputError("no .json/.jsonl vector files found", path=folder)
     return files
@@ -131,5 +151,9 @@ def read_vectors(folder: str | Path) -> Iterator[dict[str, Any]]:
 
 
 def read_info(folder: str | Path) -> dict[str, Any] | None:
+    """The vectors' info: beside the folder, or (shards encoded one by one) the first part's."""
     path = info_path(folder)
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    parts = sorted(Path(folder).glob(f"part-*/{PART_INFO_NAME}")) if Path(folder).is_dir() else []
+    return json.loads(parts[0].read_text(encoding="utf-8")) if parts else None

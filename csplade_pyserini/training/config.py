@@ -1,0 +1,289 @@
+"""Training options: one dataclass field per option gives its flag, default and help.
+
+``HfArgumentParser`` (transformers) turns these dataclasses into a command line, as Tevatron does:
+``--learning-rate`` / ``--learning_rate`` both work, booleans take ``--flag`` / ``--no-flag``.
+:class:`SparseTrainingArguments` extends transformers' own ``TrainingArguments``, so batch size,
+accumulation, schedule, precision, checkpoints, resume, logging and the distributed engines (DDP,
+FSDP, DeepSpeed through accelerate) are configured exactly as for any Hugging Face ``Trainer``.
+
+A YAML recipe (``--config``, ``configs/*.yaml``) supplies defaults: its top-level keys apply to every
+command, a section named after the command (``adapt:``, ``contrastive:``) to that command only; flags
+on the command line override both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainingArguments
+
+from csplade_pyserini.errors import InputError
+from csplade_pyserini.model.card import DEFAULT_BACKBONE, VARIANTS, ModelCard
+
+DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclass
+class ModelArguments:
+    """The model being trained: its card (what changes a vector) and which of its parts learn."""
+
+    backbone: str = field(default=DEFAULT_BACKBONE, metadata=_help(
+        "smollm2 (offline default), a Hugging Face folder, a .gguf file or a hub id"))
+    variant: str = field(default="causal", metadata=_help("causal, echo or bidirectional", choices=list(VARIANTS)))
+    query_prefix: str = field(default="query: ", metadata=_help("text put before every query"))
+    doc_prefix: str = field(default="passage: ", metadata=_help("text put before every document"))
+    max_query_length: int = field(default=64, metadata=_help("query tokens (prefix included)"))
+    max_doc_length: int = field(default=256, metadata=_help("document tokens (prefix included)"))
+    logit_scale: str | None = field(default=None, metadata=_help(
+        "multiply LM-head logits before the activation: a number, 'auto' (hidden_size ** -0.25, Lion) or none"))
+    quant_scale: float = field(default=100.0, metadata=_help("integer impact = round(weight x this)"))
+    add_bos: bool = field(default=False, metadata=_help("feed a BOS token (an attention sink: off by default)"))
+    query_top_k: int | None = field(default=None, metadata=_help("largest query weights kept (none: all)"))
+    doc_top_k: int | None = field(default=None, metadata=_help("largest document weights kept (none: all)"))
+    model_name: str | None = field(default=None, metadata=_help("a name recorded in the model card"))
+    expansion: bool = field(default=True, metadata=_help("the LM-head channel (CSPLADE proper)"))
+    lexical_layer: int | None = field(default=None, metadata=_help(
+        "beyond CSPLADE: add a lexical impact head reading this layer's states (input of layer N; the number "
+        "of layers = final states); none = pure CSPLADE"))
+    lexical_width: int = field(default=128, metadata=_help("hidden width of the lexical head's MLP"))
+    expansion_weight: float = field(default=1.0, metadata=_help(
+        "initial weight of the LM-head channel where it meets the lexical channel (learned)"))
+    init_checkpoint: str | None = field(default=None, metadata=_help(
+        "start from this checkpoint (card, adapter, logit bias, lexical head), e.g. an adaptation run"))
+    full: bool = field(default=False, metadata=_help("train every weight of the trainable layers (no LoRA)"))
+    lora_rank: int = field(default=16, metadata=_help("LoRA rank"))
+    lora_alpha: int = field(default=32, metadata=_help("LoRA alpha"))
+    lora_dropout: float = field(default=0.1, metadata=_help("LoRA dropout"))
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES),
+                                      metadata=_help("module names that get LoRA adapters"))
+    frozen_layers: str | None = field(default=None, metadata=_help(
+        "freeze the bottom N layers and cache their output on disk (CPU path; 'all' freezes the whole "
+        "backbone: only the heads learn); none = every layer trains, through a full forward per step"))
+    cache_dir: str | None = field(default=None, metadata=_help(
+        "where the frozen layers' activations go (default: OUTPUT_DIR/cache); reused while inputs match"))
+    train_bias: bool = field(default=True, metadata=_help("the per-term logit bias learns with the rest"))
+    bias_target_df: float | None = field(default=None, metadata=_help(
+        "calibrate a per-term logit bias before training so that each term is active in this share of documents "
+        "(a quantile of its pooled logit over a random sample); none = keep the checkpoint's bias, or none"))
+    bias_sample: int = field(default=1000, metadata=_help("documents (seeded random sample) for the calibration"))
+    dtype: str = field(default="auto", metadata=_help(
+        "backbone precision: auto (bf16 on hardware that multiplies it natively), float32, bfloat16, float16",
+        choices=["auto", "float32", "bfloat16", "float16"]))
+    threads: int | None = field(default=None, metadata=_help("torch CPU threads"))
+
+    def validate(self) -> None:
+        for name in ("max_query_length", "max_doc_length", "lora_rank", "lora_alpha", "lexical_width", "bias_sample"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise InputError(f"must be a positive integer, got {value!r}", field=name)
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise InputError(f"must be in [0, 1), got {self.lora_dropout!r}", field="lora_dropout")
+        if self.bias_target_df is not None and not 0.0 < self.bias_target_df < 1.0:
+            raise InputError(f"must be in (0, 1), got {self.bias_target_df!r}", field="bias_target_df")
+        if self.frozen_layers not in (None, "all"):
+            try:
+                if int(self.frozen_layers) < 0:
+                    raise ValueError
+            except ValueError:
+                raise InputError(f"must be a non-negative integer, 'all' or none, got {self.frozen_layers!r}",
+                                 field="frozen_layers") from None
+        if not self.target_modules:
+            raise InputError("at least one module name is needed", field="target_modules")
+        self.card()  # the card's own checks (variant, lengths, scale, ...)
+
+    def parsed_logit_scale(self) -> float | str | None:
+        value = self.logit_scale
+        if value is None or value == "auto":
+            return value
+        if isinstance(value, str) and value.lower() in ("none", "null"):
+            return None
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"must be a number, 'auto' or none, got {value!r}", field="logit_scale") from None
+        if not (number > 0 and math.isfinite(number)):
+            raise InputError(f"must be a positive finite number, got {value!r}", field="logit_scale")
+        return number
+
+    def card(self, **extra: Any) -> ModelCard:
+        """The card of the model being trained (heads' files are filled in when saved)."""
+        values = dict(backbone=self.backbone, variant=self.variant, add_bos=self.add_bos,
+                      query_prefix=self.query_prefix, doc_prefix=self.doc_prefix,
+                      max_query_length=self.max_query_length, max_doc_length=self.max_doc_length,
+                      logit_scale=self.parsed_logit_scale(), quant_scale=self.quant_scale, name=self.model_name,
+                      query_top_k=self.query_top_k, doc_top_k=self.doc_top_k, expansion=self.expansion,
+                      expansion_weight=self.expansion_weight)
+        try:
+            return ModelCard(**{**values, **extra})
+        except InputError as exc:
+            raise InputError(exc.message, field=exc.field) from None
+
+
+@dataclass
+class DataArguments:
+    """Training examples, hard negatives, teacher scores and the validation set."""
+
+    data: str | None = field(default=None, metadata=_help(
+        "training data: a BEIR folder (with --run for negatives), Tevatron JSONL, or MS MARCO triples"))
+    data_format: str = field(default="auto", metadata=_help(
+        "auto, beir, tevatron, triples or id-triples", choices=["auto", "beir", "tevatron", "triples", "id-triples"]))
+    run: str | None = field(default=None, metadata=_help("TREC run of candidate negatives (train mine-negatives)"))
+    collection: str | None = field(default=None, metadata=_help("passages of id triples (pid<TAB>text)"))
+    queries: str | None = field(default=None, metadata=_help("queries of id triples (qid<TAB>text)"))
+    split: str = field(default="train", metadata=_help("qrels split of a BEIR folder"))
+    negatives: int = field(default=15, metadata=_help("hard negatives per query in each group"))
+    skip_top_negatives: int = field(default=0, metadata=_help(
+        "ignore the first N non-positive candidates of each query (likely unlabelled positives)"))
+    negative_depth: int = field(default=100, metadata=_help("draw negatives from the first N candidates"))
+    teacher_scores: str | None = field(default=None, metadata=_help(
+        "teacher scores 'qid pid score' (train score-teacher), for kd/clkd and negative filtering"))
+    teacher_margin: float | None = field(default=None, metadata=_help(
+        "drop negatives that the teacher scores above (positive - margin): likely false negatives"))
+    max_examples: int | None = field(default=None, metadata=_help("use only the first N training queries"))
+    pseudo_queries: bool = field(default=False, metadata=_help(
+        "add title -> text pseudo-queries from the corpus of a BEIR folder (documents with a title)"))
+    pseudo_query_share: float = field(default=0.5, metadata=_help("share of batches made of pseudo-queries"))
+    validation_queries: int = field(default=100, metadata=_help(
+        "held-out training queries (a seeded sample, never trained on) ranked against the whole corpus for model "
+        "selection; 0 = no validation"))
+    validation_data: str | None = field(default=None, metadata=_help(
+        "a BEIR folder to validate on (default: --data); its --validation-split queries are used"))
+    validation_split: str = field(default="train", metadata=_help("qrels split of the validation queries"))
+
+    def validate(self) -> None:
+        for name in ("negatives", "skip_top_negatives", "validation_queries"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise InputError(f"must be a non-negative integer, got {value!r}", field=name)
+        if self.negative_depth < 1:
+            raise InputError(f"must be a positive integer, got {self.negative_depth!r}", field="negative_depth")
+        if not 0.0 <= self.pseudo_query_share <= 1.0:
+            raise InputError(f"must be in [0, 1], got {self.pseudo_query_share!r}", field="pseudo_query_share")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise InputError(f"must be a positive integer, got {self.max_examples!r}", field="max_examples")
+
+
+@dataclass
+class SparseTrainingArguments(TrainingArguments):
+    """transformers' ``TrainingArguments`` plus the retrieval objective."""
+
+    objective: str = field(default="cl", metadata=_help(
+        "cl (InfoNCE), kd (distillation) or clkd (Lion's mix)", choices=["cl", "kd", "clkd"]))
+    kd_loss: str = field(default="kl", metadata=_help("kl or margin-mse", choices=["kl", "margin-mse"]))
+    kd_weight: float = field(default=0.5, metadata=_help("clkd: share of the distillation term"))
+    teacher_temperature: float = field(default=1.0, metadata=_help(
+        "teacher scores are divided by this before their softmax (KL)"))
+    score_scale: float = field(default=0.1, metadata=_help(
+        "initial inverse temperature multiplying every score in CL and KD (learned unless --no-learn-score-scale)"))
+    learn_score_scale: bool = field(default=True, metadata=_help("learn the inverse temperature (CLIP-style)"))
+    flops_query_weight: float = field(default=0.0, metadata=_help("FLOPS regularisation of queries (lambda_q)"))
+    flops_doc_weight: float = field(default=0.0, metadata=_help("FLOPS regularisation of documents (lambda_d)"))
+    flops_ramp_fraction: float = field(default=1 / 3, metadata=_help("FLOPS weights ramp up over this share"))
+    train_top_k_slack: float | None = field(default=None, metadata=_help(
+        "train on the card's top-k times this (>= 1) largest weights, so that terms outside the index's "
+        "top-k still get a gradient and can come in; none = all weights"))
+    head_learning_rate: float | None = field(default=None, metadata=_help(
+        "learning rate of the lexical head and channel weight (default: --learning-rate)"))
+    bias_learning_rate: float | None = field(default=None, metadata=_help(
+        "learning rate of the logit bias (default: --learning-rate)"))
+    scale_learning_rate: float = field(default=1e-2, metadata=_help("learning rate of the score scale"))
+    # phase 1 (adapt)
+    adapt_objective: str = field(default="clm", metadata=_help(
+        "adapt: clm (CSPLADE: L_CLM + lambda L_ReLU) or mntp (Lion: masked next-token prediction)",
+        choices=["clm", "mntp"]))
+    relu_weight: float = field(default=1.0, metadata=_help("adapt: lambda of L_ReLU"))
+    seq_len: int = field(default=2048, metadata=_help("adapt: packed sequence length"))
+    mask_fraction: float = field(default=0.2, metadata=_help("adapt (mntp): share of masked tokens"))
+    max_documents: int | None = field(default=None, metadata=_help("adapt: use only the first N documents"))
+
+    def validate_objective(self) -> None:
+        if not 0.0 <= self.kd_weight <= 1.0:
+            raise InputError(f"must be in [0, 1], got {self.kd_weight!r}", field="kd_weight")
+        for name in ("teacher_temperature", "score_scale", "scale_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise InputError(f"must be positive, got {getattr(self, name)!r}", field=name)
+        for name in ("flops_query_weight", "flops_doc_weight"):
+            if getattr(self, name) < 0:
+                raise InputError(f"must be non-negative, got {getattr(self, name)!r}", field=name)
+        if self.train_top_k_slack is not None and self.train_top_k_slack < 1:
+            raise InputError(f"must be >= 1, got {self.train_top_k_slack!r}", field="train_top_k_slack")
+        if not 0.0 < self.mask_fraction < 1.0:
+            raise InputError(f"must be in (0, 1), got {self.mask_fraction!r}", field="mask_fraction")
+
+
+def parser():
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser((ModelArguments, DataArguments, SparseTrainingArguments))
+
+
+def field_names() -> dict[str, set[str]]:
+    return {cls.__name__: {f.name for f in dataclasses.fields(cls)}
+            for cls in (ModelArguments, DataArguments, SparseTrainingArguments)}
+
+
+def load_recipe(path: str | Path, command: str, known: set[str]) -> dict[str, Any]:
+    """The values a YAML recipe gives ``command``: top-level keys, then the command's section.
+
+    Unknown keys are errors naming the file and the key (a misspelt option must not be ignored)."""
+    from csplade_pyserini.textio import read_yaml
+
+    path = Path(path)
+    data = read_yaml(path, "config file")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError("a config file must be a mapping of option names to values", path=path)
+    values: dict[str, Any] = {}
+    sections = {"adapt", "contrastive"}
+    for raw_key, value in data.items():
+        key = str(raw_key).replace("-", "_")
+        if key in sections:
+            if not isinstance(value, dict):
+                raise InputError(f"section {raw_key!r} must be a mapping", path=path, field=str(raw_key))
+            if key != command:
+                continue
+            for sub_key, sub_value in value.items():
+                name = str(sub_key).replace("-", "_")
+                if name not in known:
+                    raise InputError(f"unknown option {sub_key!r}", path=path, field=f"{raw_key}.{sub_key}")
+                values[name] = sub_value
+            continue
+        if key in ("description", "notes"):
+            continue
+        if key not in known:
+            raise InputError(f"unknown option {raw_key!r}", path=path, field=str(raw_key))
+        values.setdefault(key, value)
+    # section values win over top-level ones
+    for raw_key, value in data.items():
+        if str(raw_key).replace("-", "_") == command and isinstance(value, dict):
+            values.update({str(k).replace("-", "_"): v for k, v in value.items()})
+    return values
+
+
+def parse_arguments(command: str, argv: list[str]) -> tuple[ModelArguments, DataArguments, SparseTrainingArguments]:
+    """Parse ``argv`` (after the command name) over an optional ``--config`` recipe."""
+    import argparse
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known_args, rest = pre.parse_known_args(argv)
+    hf = parser()
+    if known_args.config:
+        names = set().union(*field_names().values())
+        defaults = load_recipe(known_args.config, command, names)
+        hf.set_defaults(**{k: (str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+                           for k, v in defaults.items()})
+    model_args, data_args, training_args = hf.parse_args_into_dataclasses(args=rest)
+    model_args.validate()
+    data_args.validate()
+    training_args.validate_objective()
+    return model_args, data_args, training_args
