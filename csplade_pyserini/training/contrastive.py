@@ -226,7 +226,8 @@ def run_contrastive(model_args, data_args, training_args):
 
         def build(texts: Mapping[str, str], kind: str, name: str):
             ids = list(texts)
-            cache = ActivationCache.build(encoder, [texts[i] for i in ids], kind, cache_dir / name, layer, pooled,
+            folder = cache_dir / f"{encoder.card.variant}-{name}"  # one cache per variant (echo doubles the input)
+            cache = ActivationCache.build(encoder, [texts[i] for i in ids], kind, folder, layer, pooled,
                                           device, desc=f"cache {name}")
             return CacheSource(cache, {i: n for n, i in enumerate(ids)}, pad)
 
