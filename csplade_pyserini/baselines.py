@@ -76,6 +76,8 @@ def max_first_splade_encoder(model_dir: str | Path, device: str = "cpu"):
     import torch
     from pyserini.encode import SpladeDocumentEncoder
 
+    from csplade_pyserini.model.pooling import mlm_splade_pool
+
     class MaxFirstSpladeDocumentEncoder(SpladeDocumentEncoder):
         def encode(self, texts, titles=None, max_length=512, **kwargs):
             if titles is not None:
@@ -85,8 +87,7 @@ def max_first_splade_encoder(model_dir: str | Path, device: str = "cpu"):
                                     add_special_tokens=True).to(self.device)
             with torch.inference_mode():
                 logits = self.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])["logits"]
-                masked = logits.masked_fill(inputs["attention_mask"].unsqueeze(-1) == 0, float("-inf"))
-                pooled = torch.log(1 + torch.relu(masked.amax(dim=1)))
+                pooled = mlm_splade_pool(logits, inputs["attention_mask"])
             return self._get_encoded_query_token_wight_dicts(self._output_to_weight_dicts(pooled.cpu().numpy()))
 
     return MaxFirstSpladeDocumentEncoder(str(model_dir), device=device)

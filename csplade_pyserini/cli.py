@@ -37,4 +37,7 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     except CspladeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, nothing half-written (outputs are renamed into place last)
+        print("interrupted", file=sys.stderr)
+        code = 130
     sys.exit(code)

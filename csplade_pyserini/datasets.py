@@ -42,6 +42,12 @@ LOCAL_COLLECTIONS = {
 IR_DATASETS = {"scifact": "beir/scifact/test", "dl19-pool": "msmarco-passage/trec-dl-2019/judged"}
 
 
+def join_title(title: str | None, text: str | None) -> str:
+    """Title and body as one passage, the way BEIR evaluations feed SPLADE models (the one place for it)."""
+    title, text = (title or "").strip(), (text or "").strip()
+    return f"{title} {text}".strip() if title else text
+
+
 @dataclass(frozen=True)
 class Document:
     docid: str
@@ -50,8 +56,32 @@ class Document:
 
     @property
     def contents(self) -> str:
-        """Title and body as one passage (how BEIR evaluations feed SPLADE models)."""
-        return f"{self.title} {self.text}".strip() if self.title else self.text
+        return join_title(self.title, self.text)
+
+
+def beir_file(folder: str | Path, part: str, split: str | None = None, required: bool = True) -> Path | None:
+    """One file of a BEIR folder, by the names BEIR and ir_datasets exports use: ``corpus`` (corpus.jsonl
+    [.gz]), ``queries`` (queries.jsonl[.gz] or queries.tsv), ``qrels`` (qrels/SPLIT.tsv). Every reader of
+    a BEIR folder goes through here, so they all accept the same names and fail the same way."""
+    folder = Path(folder)
+    names = {"corpus": ["corpus.jsonl", "corpus.jsonl.gz"],
+             "queries": ["queries.jsonl", "queries.jsonl.gz", "queries.tsv"],
+             "qrels": [f"qrels/{split or 'test'}.tsv"]}[part]
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    if not required:
+        return None
+    if not folder.is_dir():
+        raise InputError("BEIR folder does not exist", path=folder)
+    raise InputError(f"no {' or '.join(names)} in this BEIR folder", path=folder, field=part)
+
+
+def is_blank(text: str) -> bool:
+    """No visible character: whitespace, control and format characters (zero-width spaces, BOMs) only."""
+    import unicodedata
+
+    return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zs", "Zl", "Zp") for c in text)
 
 
 def corpus_file(path: str | Path) -> Path:
@@ -99,7 +129,7 @@ def read_corpus(path: str | Path, allow_empty: bool = False) -> Iterator[Documen
             raise InputError(f"duplicate document id {docid!r} (first on line {seen[docid]})", path=path,
                              line=number, field="_id" if not is_tsv else "id")
         seen[docid] = number
-        if not (title.strip() or text.strip()) and not allow_empty:
+        if is_blank(title) and is_blank(text) and not allow_empty:
             raise InputError(f"document {docid!r} is empty (pass --allow-empty to index it with no terms)",
                              path=path, line=number, field="text")
         yield Document(docid, title.strip(), text.strip())

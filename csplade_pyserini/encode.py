@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-empty", action="store_true", help="accept empty documents (no terms)")
     parser.add_argument("--shard-id", type=int, default=None, help="encode only this shard (0-based), as Pyserini")
     parser.add_argument("--shard-num", type=int, default=None, help="number of shards")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output folder (only one this toolkit wrote)")
     parser.add_argument("--processes", type=int, default=1,
                         help="encode every shard in its own process (one per GPU with --device cuda:0,cuda:1...)")
     return parser
@@ -108,6 +110,8 @@ def launch_shards(args) -> int:
             base += [flag, str(value)]
     if args.allow_empty:
         base.append("--allow-empty")
+    if args.overwrite:
+        base.append("--overwrite")
     children = [subprocess.Popen(base + ["--shard-id", str(i), "--device", devices[i % len(devices)]])
                 for i in range(n)]
     codes = [child.wait() for child in children]
@@ -126,24 +130,36 @@ def launch_shards(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from csplade_pyserini.atomic import check_output, clear_stale_temporaries, output_lock
+    from csplade_pyserini.datasets import corpus_file
     from csplade_pyserini.model.encoder import CspladeModel
-    from csplade_pyserini.vectors.jsonvec import PART_INFO_NAME, part_name, shard_range
+    from csplade_pyserini.vectors.jsonvec import PART_INFO_NAME, is_vector_folder, part_name, shard_range
 
+    sharded = args.shard_num is not None or args.shard_id is not None
+    out = Path(args.embeddings)
+    if sharded:
+        out = out / part_name(args.shard_id or 0, args.shard_num or 1)
+    # before anything loads: never replace an input, or an output this toolkit did not write
+    check_output(out, [corpus_file(args.corpus)], args.overwrite, is_vector_folder, "vector folder")
     if args.processes > 1:
+        if Path(args.embeddings).exists() and not (args.overwrite and is_vector_folder(args.embeddings)):
+            check_output(args.embeddings, [corpus_file(args.corpus)], args.overwrite, is_vector_folder,
+                         "vector folder")
         return launch_shards(args)
     set_threads(args.threads)
     documents = select(read_corpus(args.corpus, allow_empty=args.allow_empty), limit=args.limit)
-    out, info_file = Path(args.embeddings), None
-    if args.shard_num is not None or args.shard_id is not None:
+    info_file = None
+    if sharded:
         shard_num, shard_id = args.shard_num or 1, args.shard_id or 0
         span = shard_range(len(documents), shard_id, shard_num)
         documents = documents[span.start:span.stop]
-        out = out / part_name(shard_id, shard_num)
         info_file = out / PART_INFO_NAME
         logger.info("shard %d of %d: documents %d to %d", shard_id, shard_num, span.start, span.stop - 1)
-    model = CspladeModel.from_spec(args.encoder, device=args.device)
-    stats = encode_documents(model, documents, out, max_length=args.max_length, max_tokens=args.max_tokens,
-                             max_batch=args.batch_size, shard_size=args.shard_size, info_file=info_file)
+    with output_lock(out):
+        clear_stale_temporaries(out)
+        model = CspladeModel.from_spec(args.encoder, device=args.device)
+        stats = encode_documents(model, documents, out, max_length=args.max_length, max_tokens=args.max_tokens,
+                                 max_batch=args.batch_size, shard_size=args.shard_size, info_file=info_file)
     logger.info("encoded %d documents in %.1f s (%.2f docs/s), %.1f terms/doc, into %s", stats.documents,
                 stats.seconds, stats.docs_per_second, stats.postings / max(1, stats.documents), args.embeddings)
     return 0

@@ -42,10 +42,23 @@ def anserini_index_command(input_dir: Path, index_dir: Path, threads: int, preto
     return command + (["--pretokenized"] if pretokenized else [])
 
 
+def die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies (a killed ``index`` must not leave the
+    Anserini JVM running as an orphan). Linux only; elsewhere a no-op."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except OSError:
+        pass
+
+
 def run_anserini(command: list[str], log_path: Path) -> dict[str, int]:
     """Run the indexer, keep its log, and return its counters (indexed, empty, errors...)."""
     with open(log_path, "w", encoding="utf-8") as log:
-        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=die_with_parent)
     text = log_path.read_text(encoding="utf-8", errors="replace")
     counters = {name: int(value) for name, value in re.findall(r"- (\w+):\s+(\d+)\s*$", text, flags=re.M)}
     if result.returncode != 0 or "Exception" in text or counters.get("errors", 0):
@@ -69,17 +82,34 @@ def index_statistics(index_dir: str | Path) -> dict[str, float]:
             "size_bytes": folder_size(index_dir)}
 
 
+def check_complete(input_dir: Path) -> None:
+    """Refuse vectors that an encode is still writing, or that a killed one left half-written: our own
+    encoders rename their output into place when done (and lock it meanwhile); the literal
+    ``pyserini.encode`` marks its output partial until it succeeds (the start-up hook's patch)."""
+    from csplade_pyserini.integration.patches import PARTIAL_MARKER
+
+    partial = sorted(input_dir.rglob(PARTIAL_MARKER))
+    if partial:
+        raise InputError("the vectors are incomplete: an encode is still writing them, or was killed before it "
+                         "finished (delete the folder and encode again)", path=partial[0].parent)
+    lock = input_dir.with_name(input_dir.name + ".lock")
+    if lock.exists():
+        raise InputError("an encode is writing these vectors right now (or was killed: remove the lock file)",
+                         path=lock)
+
+
 def build_index(input_dir: str | Path, index_dir: str | Path, threads: int = 1, validate: bool = True) -> dict:
     input_dir, index_dir = Path(input_dir), Path(index_dir)
     if not input_dir.is_dir():
         raise InputError("vector folder does not exist", path=input_dir)
+    check_complete(input_dir)
     expected = None
     if validate:
         expected = sum(1 for _ in tqdm(read_vectors(input_dir), desc="validate vectors", unit="doc",
                                        dynamic_ncols=True))
     start = time.perf_counter()
     with atomic_dir(index_dir) as tmp:
-        log_path = tmp.parent / f".{index_dir.name}.anserini.log"
+        log_path = tmp.parent / f".{index_dir.name}.{os.getpid()}.anserini.log"
         counters = run_anserini(anserini_index_command(input_dir, tmp, threads), log_path)
         os.unlink(log_path)
         stats = index_statistics(tmp)
@@ -102,12 +132,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--index", required=True, help="output index folder")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--no-validate", action="store_true", help="skip the vector check (large collections)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing index (only one this toolkit built)")
     return parser
+
+
+def is_index_folder(folder: str | Path) -> bool:
+    """An index this toolkit built (its info file is inside): the only kind ``--overwrite`` replaces."""
+    return (Path(folder) / INDEX_INFO_NAME).is_file()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    stats = build_index(args.input, args.index, args.threads, validate=not args.no_validate)
+    from csplade_pyserini.atomic import check_output, clear_stale_temporaries, output_lock
+
+    check_output(args.index, [args.input], args.overwrite, is_index_folder, "index")
+    with output_lock(args.index):
+        clear_stale_temporaries(args.index)
+        stats = build_index(args.input, args.index, args.threads, validate=not args.no_validate)
     print(json.dumps({k: v for k, v in stats.items() if k != "anserini"}, indent=2))
     return 0
 

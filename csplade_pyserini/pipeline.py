@@ -44,11 +44,14 @@ class Task:
 
 
 def _beir_local_topics(folder: Path, split: str) -> tuple[dict[str, str], dict[str, dict[str, int]]] | None:
-    qrels_path = folder / "qrels" / f"{split}.tsv"
-    if not (folder / "queries.jsonl").exists() or not qrels_path.exists():
+    from csplade_pyserini.datasets import beir_file
+
+    qrels_path = beir_file(folder, "qrels", split, required=False)
+    queries_path = beir_file(folder, "queries", required=False)
+    if qrels_path is None or queries_path is None:
         return None
     qrels = load_qrels(qrels_path)
-    queries = read_queries(folder / "queries.jsonl")
+    queries = read_queries(queries_path)
     missing = sorted(set(qrels) - set(queries))
     if missing:
         raise InputError(f"{len(missing)} judged queries have no text, e.g. {missing[:3]}", path=qrels_path)
@@ -101,6 +104,17 @@ def model_tag(spec: str) -> str:
     return tag.strip("-.")[:80] or "csplade"
 
 
+def guard_stage_folders(name: str) -> None:
+    """The pipeline re-creates its own stage folders on every run, and never replaces a folder it did not
+    write (a vector folder or index someone put under the same name)."""
+    from csplade_pyserini.atomic import check_output
+    from csplade_pyserini.index import is_index_folder
+    from csplade_pyserini.vectors.jsonvec import is_vector_folder
+
+    check_output(ENCODE_DIR / name, [], True, is_vector_folder, "vector folder")
+    check_output(INDEX_DIR / name, [], True, is_index_folder, "index")
+
+
 def run_csplade(task: Task, spec: str, args) -> dict:
     from csplade_pyserini.encode import encode_documents
     from csplade_pyserini.index import build_index
@@ -112,6 +126,7 @@ def run_csplade(task: Task, spec: str, args) -> dict:
     start = time.perf_counter()
     model = CspladeModel.from_spec(spec, device=args.device)
     load_seconds = time.perf_counter() - start
+    guard_stage_folders(name)
     enc = encode_documents(model, task.documents, ENCODE_DIR / name, max_tokens=args.max_tokens)
     stats = build_index(ENCODE_DIR / name, INDEX_DIR / name, threads=args.threads)
     run_path = RUNS_DIR / f"run.{name}.{task.topics_name}.txt"
@@ -141,6 +156,7 @@ def run_splade(task: Task, model_dir: str, args) -> dict:
     from csplade_pyserini.search import search
 
     name = f"{task.name}.{Path(model_dir).name}"
+    guard_stage_folders(name)
     enc = splade_encode(model_dir, task.documents, ENCODE_DIR / name)
     stats = build_index(ENCODE_DIR / name, INDEX_DIR / name, threads=args.threads)
     run_path = RUNS_DIR / f"run.{name}.{task.topics_name}.txt"

@@ -95,7 +95,10 @@ def search(index_dir: str | Path, topics: dict[str, str], encoder, hits: int = 1
         from csplade_pyserini.integration.encoders import CspladeQueryEncoder
 
         encoder = CspladeQueryEncoder(encoder, device=device)
-    searcher = LuceneImpactSearcher(str(index_dir), encoder, min_idf=min_idf)  # checks the vocabulary
+    searcher = LuceneImpactSearcher(str(index_dir), encoder, min_idf=min_idf)
+    check = getattr(encoder, "check_index_vocabulary", None)
+    if check is not None:  # explicit: also without the start-up hook's patch of Pyserini
+        check(index_dir, searcher.idf.keys())
     qids, texts = list(topics), [topics[q] for q in topics]
     start = time.perf_counter()
     with tqdm(total=len(texts), desc="encode queries", unit="q", dynamic_ncols=True) as bar:

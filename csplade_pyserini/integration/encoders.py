@@ -8,26 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from pyserini.encode import DocumentEncoder, QueryEncoder
 
-from csplade_pyserini.errors import VocabularyMismatchError
+from csplade_pyserini.errors import InputError, VocabularyMismatchError
 from csplade_pyserini.model.encoder import CspladeModel
 from csplade_pyserini.vectors.jsonvec import INDEX_INFO_NAME
 
 logger = logging.getLogger(__name__)
 
 MIN_SHARED_TERMS = 0.99
-
-
-def join_title(title: str | None, text: str | None) -> str:
-    """Title and body as one passage, the way BEIR evaluations feed SPLADE models."""
-    title = (title or "").strip()
-    text = (text or "").strip()
-    return f"{title} {text}".strip() if title else text
 
 
 class CspladeDocumentEncoder(DocumentEncoder):
@@ -37,17 +29,22 @@ class CspladeDocumentEncoder(DocumentEncoder):
 
     def encode(self, texts: Sequence[str], titles: Sequence[str | None] | None = None, max_length: int | None = None,
                **_ignored) -> list[dict[str, int]]:
+        """Pyserini always passes its ``--max-length`` (default 256) whether typed or not, so it cannot say
+        what the user meant: the model card decides the length (``csplade,max_doc_length=512`` changes it),
+        and a different ``--max-length`` is reported once and not used."""
+        from csplade_pyserini.datasets import is_blank, join_title
+
         if titles is not None:
             texts = [join_title(title, text) for title, text in zip(titles, texts)]
-        # pyserini.encode always passes its --max-length default (256); the model card is authoritative
-        # unless the user typed the flag.
-        if "--max-length" not in sys.argv:
-            max_length = None
-        elif max_length != self.model.card.max_doc_length and not self._warned:
-            logger.warning("using --max-length %d although the model card says %d", max_length,
-                           self.model.card.max_doc_length)
+        blank = [i for i, text in enumerate(texts) if is_blank(text)]
+        if blank:
+            raise InputError(f"{len(blank)} empty document(s) in this batch (the {blank[0] + 1}th first); "
+                             "csplade_pyserini.encode names them, or pass --allow-empty there")
+        if max_length is not None and max_length != self.model.card.max_doc_length and not self._warned:
+            logger.warning("ignoring --max-length %d: the model card says %d (set it with the encoder spec, e.g. "
+                           "csplade,max_doc_length=%d)", max_length, self.model.card.max_doc_length, max_length)
             self._warned = True
-        return self.model.encode(list(texts), kind="doc", max_length=max_length)
+        return self.model.encode(list(texts), kind="doc")
 
 
 class CspladeQueryEncoder(QueryEncoder):
@@ -71,7 +68,10 @@ class CspladeQueryEncoder(QueryEncoder):
         return [self._cache[t] for t in texts]
 
     def check_index_vocabulary(self, index_dir: str | Path, index_terms: Iterable[str]) -> None:
-        """Refuse an index built with another vocabulary: every query term would silently miss."""
+        """Refuse an index built with another vocabulary (every query term would silently miss) or by a model
+        whose query side differs (same vocabulary, other vectors: the scores would silently mean nothing)."""
+        from csplade_pyserini.model.card import card_differences
+
         index_dir = Path(index_dir)
         info_path = index_dir / INDEX_INFO_NAME
         mine = self.model.term_map.fingerprint()
@@ -83,6 +83,13 @@ class CspladeQueryEncoder(QueryEncoder):
                     f"{info_path}: the index was built with term vocabulary {theirs} "
                     f"({info.get('card', {}).get('backbone')}), the query encoder uses {mine} "
                     f"({self.model.card.backbone}); encode queries with the model that built the index")
+            if "card" in info:
+                differences = card_differences(info["card"], info.get("weight_files", {}), self.model.card,
+                                               self.model.weight_files())
+                if differences:
+                    raise VocabularyMismatchError(
+                        f"{info_path}: the query encoder is not the model that built the index: "
+                        + "; ".join(differences) + ". Search with the encoder spec the index was built with")
         known = self.model.term_map.term_set()
         terms = list(index_terms)
         if not terms:

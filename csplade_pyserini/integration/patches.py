@@ -40,19 +40,86 @@ def add_topic_aliases(module) -> None:
                 mapping.setdefault(name[: -len("-test")] + ".test", value)
 
 
-def is_csplade_spec(name) -> bool:
-    return isinstance(name, str) and (name == "csplade" or name.startswith(("csplade:", "csplade,")))
+class _CspladeDocumentEncoder:
+    """Stands for ``encoders.CspladeDocumentEncoder`` until Pyserini instantiates it: that module imports
+    ``pyserini.encode``, so it cannot be imported while ``pyserini.encode`` itself is being patched."""
+
+    def __new__(cls, *args, **kwargs):
+        from csplade_pyserini.integration.encoders import CspladeDocumentEncoder
+
+        return CspladeDocumentEncoder(*args, **kwargs)
+
+
+PARTIAL_MARKER = "csplade-encoding.partial"  # in a literal pyserini.encode output while it is written
 
 
 def patch_document_encoders(module) -> None:
-    """Put ``csplade`` first in ``document_encoder_class_map`` (the first substring match wins)."""
-    from csplade_pyserini.integration.encoders import CspladeDocumentEncoder
-
+    """Put ``csplade`` first in ``document_encoder_class_map`` (the first substring match wins); read only
+    ``corpus.jsonl`` from a BEIR folder; mark Pyserini's JSONL output as partial until it is complete."""
     mapping = module.document_encoder_class_map
     others = {k: v for k, v in mapping.items() if k != "csplade"}
     mapping.clear()
-    mapping["csplade"] = CspladeDocumentEncoder
+    mapping["csplade"] = _CspladeDocumentEncoder
     mapping.update(others)
+    _patch_beir_folder(module.JsonlCollectionIterator)
+    _patch_jsonl_writer(module.JsonlRepresentationWriter)
+
+
+def _patch_beir_folder(iterator_cls) -> None:
+    """``--corpus DIR`` on a BEIR folder: Pyserini reads every file of DIR, ``queries.jsonl`` included, as
+    documents (and then crashes on the qrels folder). A BEIR folder's documents are ``corpus.jsonl``."""
+    if getattr(iterator_cls, "_csplade_patched", False):
+        return
+    original = iterator_cls._load
+
+    def load(self, collection_path):
+        import os
+
+        if os.path.isdir(collection_path):
+            for name in ("corpus.jsonl", "corpus.jsonl.gz"):
+                if os.path.isfile(os.path.join(collection_path, name)) and os.path.exists(
+                        os.path.join(collection_path, "queries.jsonl")):
+                    return original(self, os.path.join(collection_path, name))
+        return original(self, collection_path)
+
+    iterator_cls._load = load
+    iterator_cls._csplade_patched = True
+
+
+def _patch_jsonl_writer(writer_cls) -> None:
+    """A marker file beside ``embeddings.jsonl`` while it is written, removed when the encode succeeds:
+    ``csplade_pyserini.index`` refuses a folder that still has it (a killed or a running encode)."""
+    if getattr(writer_cls, "_csplade_patched", False):
+        return
+    enter, leave = writer_cls.__enter__, writer_cls.__exit__
+
+    def __enter__(self):
+        import os
+
+        marker = os.path.join(self.dir_path, PARTIAL_MARKER)
+        if os.path.exists(marker):
+            try:
+                pid = int(open(marker).read().strip() or 0)
+                os.kill(pid, 0)
+            except (OSError, ValueError):
+                pass  # a killed encode's marker: this run replaces its output
+            else:
+                raise RuntimeError(f"{self.dir_path}: another pyserini.encode (pid {pid}) is writing here right now")
+        os.makedirs(self.dir_path, exist_ok=True)
+        with open(marker, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+        return enter(self)
+
+    def __exit__(self, exc_type, exc, tb):
+        import os
+
+        result = leave(self, exc_type, exc, tb)
+        if exc_type is None:
+            os.unlink(os.path.join(self.dir_path, PARTIAL_MARKER))
+        return result
+
+    writer_cls.__enter__, writer_cls.__exit__ = __enter__, __exit__
+    writer_cls._csplade_patched = True
 
 
 def patch_impact_searcher(module) -> None:
@@ -64,6 +131,8 @@ def patch_impact_searcher(module) -> None:
     original_init = searcher_cls.__init__
 
     def init_query_encoder_from_str(query_encoder):
+        from csplade_pyserini.model.spec import is_csplade_spec
+
         if is_csplade_spec(query_encoder):
             from csplade_pyserini.integration.encoders import CspladeQueryEncoder
 

@@ -160,6 +160,44 @@ class ModelCard:
         return None if self.logit_scale is None else float(self.logit_scale)
 
 
+# What changes a QUERY vector or how its weights meet the index's: a query encoder that differs from the
+# index's model in one of these scores against the index without error and without sense. (Lengths are
+# left out: documents are often encoded longer than the model was trained with, on purpose.)
+QUERY_SIDE_FIELDS = ("backbone", "variant", "add_bos", "query_prefix", "logit_scale", "expansion", "expansion_weight",
+                     "lexical_layer", "quant_scale", "term_scheme")
+WEIGHT_FILES = ("adapter", "logit_bias", "lexical_head")
+
+
+def card_differences(index_card: dict, index_files: dict, query_card: "ModelCard", query_files: dict) -> list[str]:
+    """``field: index value -> query value`` for every query-side difference between the model that built
+    an index and a query encoder; weight files are compared by content fingerprint."""
+    out = []
+    for name in QUERY_SIDE_FIELDS:
+        if name in index_card and index_card[name] != getattr(query_card, name):
+            out.append(f"{name}: {index_card[name]!r} (index) vs {getattr(query_card, name)!r} (query encoder)")
+    for name in WEIGHT_FILES:
+        theirs, mine = index_files.get(name), query_files.get(name)
+        if name in index_files and theirs != mine:
+            out.append(f"{name}: {'none' if theirs is None else theirs} (index) vs "
+                       f"{'none' if mine is None else mine} (query encoder)")
+    return out
+
+
+def file_fingerprint(path: str | Path | None) -> str | None:
+    """SHA-256 (16 hex digits) of a file, or of every file under a folder (an adapter)."""
+    import hashlib
+
+    if path is None:
+        return None
+    path = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file()):
+        if path.is_dir() and file.suffix in (".md",):
+            continue
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def card_file(reference: str, base_dir: str | Path | None, field_name: str) -> Path:
     """A file a card names (``logit_bias``, ``lexical_head``), relative to the card's folder; it must exist."""
     path = Path(reference)

@@ -84,8 +84,24 @@ class CspladeModel:
         """Integer impact vectors (term -> weight), ready for JsonVectorCollection or a query."""
         return [self.to_impacts(ids, w) for ids, w in self.encode_weights(texts, kind, **kwargs)]
 
+    def weight_files(self) -> dict[str, str | None]:
+        """Content fingerprints of the card's adapter, logit bias and lexical head (None where absent)."""
+        from csplade_pyserini.model.card import WEIGHT_FILES, file_fingerprint
+
+        out = {}
+        for name in WEIGHT_FILES:
+            reference = getattr(self.card, name)
+            path = None
+            if reference:
+                path = Path(reference)
+                if not path.is_absolute() and self.base_dir is not None:
+                    path = self.base_dir / path
+            out[name] = file_fingerprint(path) if path is not None and path.exists() else None
+        return out
+
     def info(self) -> dict[str, Any]:
         """What an index needs to remember about the model that built it."""
         dtype = str(next(self.encoder.model.parameters()).dtype).replace("torch.", "")
         return {"card": self.card.to_dict(), "dtype": dtype, "term_fingerprint": self.term_map.fingerprint(),
-                "vocab_size": len(self.term_map), "toolkit": f"csplade-pyserini {__version__}"}
+                "vocab_size": len(self.term_map), "weight_files": self.weight_files(),
+                "toolkit": f"csplade-pyserini {__version__}"}

@@ -184,6 +184,15 @@ def keep_top_k(weights: torch.Tensor, k: int | None) -> torch.Tensor:
     return torch.zeros_like(weights).scatter_(-1, index, values)  # in place on a fresh tensor: one allocation
 
 
+def mlm_splade_pool(logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """SPLADE pooling of a masked LM (BERT-style, splade-tiny): ``max_t log(1 + relu(logits))`` over the real
+    tokens, max first. ``log(1 + relu(.))`` is non-decreasing, so taking the masked max of the raw logits
+    first and activating the ``batch x vocab`` result gives the same floats as activating the whole
+    ``batch x length x vocab`` tensor (85% of splade-tiny's encoding time that way)."""
+    masked = logits.masked_fill(attention_mask.unsqueeze(-1) == 0, float("-inf"))
+    return torch.log(1 + torch.relu(masked.amax(dim=1)))  # log(1 + x), not log1p: Pyserini's exact floats
+
+
 def naive_splade_pool(logits: torch.Tensor, pool_mask: torch.Tensor) -> torch.Tensor:
     """Reference implementation on full ``[batch, length, vocab]`` logits (tests and the naive baseline)."""
     activated = torch.log1p(torch.relu(logits)) * pool_mask.unsqueeze(-1).to(logits.dtype)

@@ -177,7 +177,7 @@ class SparseEncoder(torch.nn.Module):
             if a != b:
                 break
             count += 1
-        return min(count, max(0, len(sequence) - 1))  # never leave a text with no pooled position
+        return count  # == len(sequence): no text at all, nothing is pooled
 
     def collate(self, sequences: Sequence[Sequence[int]], order: list[int] | None = None,
                 pad_multiple: int = 1, kind: str = "doc") -> Batch:
@@ -194,8 +194,11 @@ class SparseEncoder(torch.nn.Module):
             input_ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
             attention[i, :len(row)] = 1
             start = len(row) - len(seq)
+            prefix = self.prefix_length(seq, kind)
+            if prefix == len(seq):  # an empty text (the prefix alone): no terms at all
+                continue
             if self.card.variant == "causal":
-                start += self.prefix_length(seq, kind)
+                start += prefix
             pool[i, start:len(row)] = 1
         return Batch(input_ids, attention, pool, order if order is not None else list(range(len(rows))))
 
@@ -259,6 +262,8 @@ class SparseEncoder(torch.nn.Module):
         excluded = self.excluded_ids(weights.shape[-1], weights.device)
         if excluded.numel():
             weights = weights.index_fill(-1, excluded, 0.0)
+        if pool_mask is not None and not bool(pool_mask.any(dim=1).all()):  # a text with no pooled position
+            weights = weights * pool_mask.any(dim=1, keepdim=True).to(weights.dtype)  # has no terms (bias aside)
         return weights
 
     def max_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,

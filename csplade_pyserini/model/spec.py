@@ -53,9 +53,14 @@ def _coerce(name: str, raw: str) -> Any:
     raise ModelSpecError(f"cannot read {raw!r} as a value for {name}")
 
 
+def is_csplade_spec(name: Any) -> bool:
+    """``csplade``, ``csplade:MODEL...`` or ``csplade,key=value...`` (not ``csplade-dense``, not ``splade``)."""
+    return isinstance(name, str) and (name == PREFIX or name.startswith((PREFIX + ":", PREFIX + ",")))
+
+
 def parse_spec(spec: str) -> tuple[str | None, dict[str, Any]]:
     """Split a spec into the model reference (``None`` = default) and card overrides."""
-    if not isinstance(spec, str) or not (spec == PREFIX or spec.startswith((PREFIX + ":", PREFIX + ","))):
+    if not is_csplade_spec(spec):
         raise ModelSpecError(f"not a csplade encoder spec: {spec!r} (expected csplade[:MODEL][,key=value...])")
     rest = spec[len(PREFIX):]
     model = None

@@ -61,7 +61,7 @@ class TrainingData:
 
 def load_training_data(data_args, seed: int, objective: str) -> TrainingData:
     """Examples with their negatives filtered, pseudo-queries, and the held-out validation queries."""
-    from csplade_pyserini.datasets import load_qrels, read_corpus
+    from csplade_pyserini.datasets import beir_file, load_qrels, read_corpus
     from csplade_pyserini.training.data import load_examples, read_teacher_scores
     from csplade_pyserini.training.validation import holdout_queries
 
@@ -82,8 +82,7 @@ def load_training_data(data_args, seed: int, objective: str) -> TrainingData:
         if source is None:
             raise InputError("validation needs a BEIR folder (--validation-data, or --data as a folder); "
                              "or pass --validation-queries 0", field="validation_data")
-        qrels_path = source / "qrels" / f"{data_args.validation_split}.tsv"
-        validation_qrels = load_qrels(qrels_path)
+        validation_qrels = load_qrels(beir_file(source, "qrels", data_args.validation_split))
         validation = holdout_queries(validation_qrels, data_args.validation_queries, seed)
         if source == folder:
             held = set(validation)
@@ -103,7 +102,7 @@ def load_training_data(data_args, seed: int, objective: str) -> TrainingData:
         from csplade_pyserini.datasets import read_queries
 
         source = Path(data_args.validation_data) if data_args.validation_data else folder
-        texts = read_queries(next(p for p in (source / "queries.jsonl", source / "queries.tsv") if p.exists()))
+        texts = read_queries(beir_file(source, "queries"))
         queries.update({q: texts[q] for q in validation})
     if data_args.pseudo_queries:
         if corpus is None:

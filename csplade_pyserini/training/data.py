@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-from csplade_pyserini.datasets import load_qrels, read_corpus, read_queries
+from csplade_pyserini.datasets import beir_file, join_title, load_qrels, read_corpus, read_queries
 from csplade_pyserini.runs.format import read_run as read_trec_run  # the one TREC line parser
 from csplade_pyserini.textio import json_object, read_lines
 from csplade_pyserini.errors import InputError
@@ -73,10 +73,6 @@ def _nonempty(value: str, what: str, path: Path, line: int, field_name: str) -> 
     if not value:
         raise InputError(f"empty {what}", path=path, line=line, field=field_name)
     return value
-
-
-def _join_title(title: str, text: str) -> str:
-    return f"{title.strip()} {text.strip()}".strip() if title and title.strip() else text.strip()
 
 
 def load_collection(path: str | Path) -> dict[str, str]:
@@ -210,7 +206,7 @@ def _tevatron_passages(record: dict, key: str, path: Path, number: int) -> list[
         if not isinstance(text, str) or not isinstance(title, str):
             raise InputError("passage text and title must be strings", path=path, line=number,
                              field=f"{where}.text")
-        contents = _nonempty(_join_title(title, text), f"passage {str(docid).strip()!r}", path, number,
+        contents = _nonempty(join_title(title, text), f"passage {str(docid).strip()!r}", path, number,
                              f"{where}.text")
         passages.append(Passage(str(docid).strip(), contents))
     return passages
@@ -286,9 +282,8 @@ def read_beir_train(folder: str | Path, run: str | Path | None = None, n_negativ
         raise InputError("BEIR folder does not exist", path=folder)
     if n_negatives is not None and n_negatives < 0:
         raise ValueError(f"n_negatives must be non-negative, got {n_negatives}")
-    queries_path = next((folder / n for n in ("queries.jsonl", "queries.jsonl.gz") if (folder / n).exists()),
-                        folder / "queries.jsonl")
-    qrels_path = _existing(folder / "qrels" / f"{split}.tsv", f"qrels of split {split!r}")
+    queries_path = beir_file(folder, "queries")
+    qrels_path = beir_file(folder, "qrels", split)
     corpus = load_collection(folder)
     queries = load_query_texts(queries_path)
     qrels = load_qrels(qrels_path)

@@ -49,6 +49,7 @@ def _sha256(path: Path) -> str:
 def write_bundle(data: str | Path, negatives: str | Path, teacher_scores: str | Path | None, output_dir: str | Path,
                  backbone: str = "smollm2", part_mb: int = PART_MB) -> dict:
     """Split everything the GPU run needs into ``transfer-N`` folders of at most ``part_mb`` MiB each."""
+    from csplade_pyserini.datasets import beir_file
     from csplade_pyserini.model.backbone import materialise, resolve_backbone
 
     source = resolve_backbone(backbone)
@@ -67,12 +68,14 @@ def write_bundle(data: str | Path, negatives: str | Path, teacher_scores: str | 
                  "chat_template.jinja"):
         if (converted / name).exists():
             files.append((f"backbone/{name}", converted / name))
-    with open(data / "corpus.jsonl", "rb") as src, gzip.open(staging / "corpus.jsonl.gz", "wb") as dst:
+    corpus = beir_file(data, "corpus")
+    with (gzip.open if corpus.suffix == ".gz" else open)(corpus, "rb") as src, \
+            gzip.open(staging / "corpus.jsonl.gz", "wb") as dst:
         shutil.copyfileobj(src, dst)
     files.append(("data/corpus.jsonl.gz", staging / "corpus.jsonl.gz"))
-    queries = next(p for p in (data / "queries.jsonl", data / "queries.tsv") if p.exists())
+    queries = beir_file(data, "queries")
     files.append((f"data/{queries.name}", queries))
-    files.append(("data/qrels/train.tsv", data / "qrels" / "train.tsv"))
+    files.append(("data/qrels/train.tsv", beir_file(data, "qrels", "train")))
     files.append(("negatives.trec", Path(negatives)))
     if teacher_scores:
         files.append(("teacher.txt", Path(teacher_scores)))

@@ -17,17 +17,9 @@ logger = logging.getLogger(__name__)
 
 # --- BM25 hard negatives ---------------------------------------------------------------------------
 def _beir_parts(folder: Path, split: str):
-    from csplade_pyserini.datasets import load_qrels, read_queries
+    from csplade_pyserini.datasets import beir_file, load_qrels, read_queries
 
-    if not folder.is_dir():
-        raise InputError("BEIR folder does not exist", path=folder)
-    queries_path = next((folder / n for n in ("queries.jsonl", "queries.jsonl.gz") if (folder / n).exists()), None)
-    if queries_path is None:
-        raise InputError("no queries.jsonl in this BEIR folder", path=folder)
-    qrels_path = folder / "qrels" / f"{split}.tsv"
-    if not qrels_path.exists():
-        raise InputError(f"no qrels for split {split!r}", path=qrels_path)
-    return read_queries(queries_path), load_qrels(qrels_path)
+    return read_queries(beir_file(folder, "queries")), load_qrels(beir_file(folder, "qrels", split))
 
 
 def mine_negatives(data: str | Path, output: str | Path, split: str = "train", hits: int = 100,

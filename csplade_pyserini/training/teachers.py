@@ -75,16 +75,16 @@ class MlmSpladeTeacher(_SparseTeacher):
 
     @torch.inference_mode()
     def encode(self, texts, kind):
-        """Longest first (little padding); logits activated in place (they are the memory peak)."""
+        """Longest first (little padding), pooled max first (:func:`~csplade_pyserini.model.pooling.mlm_splade_pool`)."""
+        from csplade_pyserini.model.pooling import mlm_splade_pool
+
         out: list = [None] * len(texts)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
             batch = self.tokenizer([texts[i] for i in chunk], padding=True, truncation=True,
                                    max_length=self.max_length, return_tensors="pt").to(self.device)
-            logits = self.model(**batch).logits
-            logits.masked_fill_(~batch["attention_mask"].bool().unsqueeze(-1), 0.0).relu_()
-            weights = logits.amax(dim=1).log1p_().float().cpu()
+            weights = mlm_splade_pool(self.model(**batch).logits, batch["attention_mask"]).float().cpu()
             for row, index in enumerate(chunk):
                 ids = weights[row].nonzero(as_tuple=True)[0]
                 out[index] = (ids, weights[row, ids])
@@ -123,7 +123,9 @@ def load_teacher(teacher: str, device: str = "cpu", batch_size: int | None = Non
     from csplade_pyserini.model.card import CARD_NAME
 
     sizes = {"batch_size": batch_size} if batch_size else {}
-    if teacher == "csplade" or teacher.startswith(("csplade:", "csplade,")):
+    from csplade_pyserini.model.spec import is_csplade_spec
+
+    if is_csplade_spec(teacher):
         return CspladeTeacher(teacher, device, **sizes)
     path = Path(teacher)
     if (path / CARD_NAME).exists() or (path.is_file() and path.suffix in (".gguf", ".json")):
@@ -158,7 +160,7 @@ def score_teacher(teacher: str, run: str | Path, output: str | Path, data: str |
     ``qrels`` or ``data/qrels/SPLIT.tsv`` when present. Writes ``qid pid score`` lines atomically.
     """
     from csplade_pyserini.atomic import atomic_file
-    from csplade_pyserini.datasets import load_qrels, read_corpus, read_queries
+    from csplade_pyserini.datasets import beir_file, load_qrels, read_corpus, read_queries
     from csplade_pyserini.training.data import read_run
 
     if top_k is not None and top_k < 1:
@@ -167,14 +169,13 @@ def score_teacher(teacher: str, run: str | Path, output: str | Path, data: str |
     if queries is None:
         if folder is None:
             raise InputError("queries are needed: --data BEIR_FOLDER or --queries FILE", field="queries")
-        queries = next((folder / n for n in ("queries.jsonl", "queries.jsonl.gz", "queries.tsv")
-                        if (folder / n).exists()), folder / "queries.jsonl")
+        queries = beir_file(folder, "queries")
     if corpus is None:
         if folder is None:
             raise InputError("documents are needed: --data BEIR_FOLDER or --corpus FILE", field="corpus")
         corpus = folder
-    if qrels is None and folder is not None and (folder / "qrels" / f"{split}.tsv").exists():
-        qrels = folder / "qrels" / f"{split}.tsv"
+    if qrels is None and folder is not None:
+        qrels = beir_file(folder, "qrels", split, required=False)
     query_texts = read_queries(Path(queries))
     ranked = read_run(run)
     candidates: dict[str, list[str]] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -45,7 +46,19 @@ def part_name(shard_id: int, shard_num: int) -> str:
     return f"part-{shard_id:05d}-of-{shard_num:05d}"
 
 
+def check_docid(docid: Any, path: str | Path | None = None, line: int | None = None) -> str:
+    """A document id for a TREC run: non-empty, no whitespace (a run line would get 7 columns)."""
+    docid = str(docid)
+    if not docid.strip() or any(c.isspace() for c in docid):
+        raise InputError(f"document id {docid!r} is empty or contains whitespace (TREC runs would break)",
+                         path=path, line=line, field="id")
+    return docid
+
+
 def check_vector(vector: Mapping[str, Any], path: str | Path | None = None, line: int | None = None) -> None:
+    from csplade_pyserini.vectors.quantize import MAX_IMPACT
+
+    total = 0
     for term, weight in vector.items():
         if not isinstance(term, str) or not term or any(c.isspace() for c in term):
             raise InputError(f"term {term!r} is empty or contains whitespace (--pretokenized would split it)",
@@ -56,6 +69,10 @@ def check_vector(vector: Mapping[str, Any], path: str | Path | None = None, line
         if weight <= 0:
             raise InputError(f"weight of term {term!r} is {weight}; impacts must be positive",
                              path=path, line=line, field="vector")
+        total += weight
+    if total > MAX_IMPACT:
+        raise InputError(f"the weights add up to {total}, beyond Lucene's integer impacts ({MAX_IMPACT}): Lucene "
+                         "would drop or wrap them", path=path, line=line, field="vector")
 
 
 class JsonVectorWriter:
@@ -88,6 +105,7 @@ class JsonVectorWriter:
         self._handle = open(self._tmp / f"docs-{shard:05d}.jsonl", "w", encoding="utf-8")
 
     def write(self, docid: str, contents: str, vector: Mapping[str, int]) -> None:
+        check_docid(docid)
         if docid in self._ids:
             raise InputError(f"duplicate document id {docid!r}", field="id")
         check_vector(vector)
@@ -117,6 +135,21 @@ class JsonVectorWriter:
         return suppress
 
 
+def is_vector_folder(folder: str | Path) -> bool:
+    """True for a folder this toolkit wrote: only ``docs-NNNNN.jsonl`` files and sharded ``part-*`` folders
+    of them (an empty folder too). Only such a folder may be replaced by ``--overwrite``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return False
+    for entry in folder.iterdir():
+        if entry.is_dir() and entry.name.startswith("part-"):
+            if not is_vector_folder(entry):
+                return False
+        elif not (entry.is_file() and (re.fullmatch(r"docs-\d{5}\.jsonl", entry.name) or entry.name == PART_INFO_NAME)):
+            return False
+    return True
+
+
 def vector_files(folder: str | Path) -> list[Path]:
     """Every vector file under ``folder``, its sharded parts' sub-folders included (Anserini walks them too)."""
     folder = Path(folder)
@@ -141,7 +174,7 @@ def read_vectors(folder: str | Path) -> Iterator[dict[str, Any]]:
             if not isinstance(record["vector"], dict):
                 raise InputError("must be an object of term: weight", path=path, line=number, field="vector")
             check_vector(record["vector"], path=path, line=number)
-            docid = str(record["id"])
+            docid = check_docid(record["id"], path=path, line=number)
             if docid in seen:
                 first = seen[docid]
                 raise InputError(f"duplicate id {docid!r} (first at {first[0]}:{first[1]})", path=path,

@@ -31,9 +31,22 @@ def dequantize_vector(vector: Mapping[str, int], scale: float) -> dict[str, floa
     return {term: value / scale for term, value in vector.items()}
 
 
+# Lucene stores an impact as a term frequency (a Java int), and a document's impacts add up to its field
+# length (an int too): larger values would wrap around or be dropped without a word.
+MAX_IMPACT = 2**31 - 1
+
+
 def quantize_tensor(weights, scale: float):
     """Vectorised :func:`quantize_weight` on a tensor of non-negative weights; computed in float64 so
-    that it rounds exactly like the scalar rule on the same values (float32 ``0.005 * 100`` is 0.5)."""
+    that it rounds exactly like the scalar rule on the same values (float32 ``0.005 * 100`` is 0.5).
+    Weights beyond Lucene's integers are an error naming ``quant_scale``, never a silent wrap-around."""
     import torch
 
-    return torch.floor(weights.double() * scale + 0.5).to(torch.int32)
+    from csplade_pyserini.errors import InputError
+
+    scaled = torch.floor(weights.double() * scale + 0.5)
+    if scaled.numel() and (not bool(torch.isfinite(scaled).all()) or float(scaled.sum()) > MAX_IMPACT):
+        raise InputError(f"weights x quant_scale {scale:g} reach {float(scaled.max()):.3g} (sum "
+                         f"{float(scaled.sum()):.3g}), beyond Lucene's integer impacts ({MAX_IMPACT}); lower "
+                         "quant_scale", field="quant_scale")
+    return scaled.to(torch.int32)

@@ -1,0 +1,283 @@
+"""Reliability: no data loss, correct scores on partial runs, strict inputs on every path.
+
+One test (or a few) per defect of the reliability issue, each failing on the code before the fix;
+the CLIs run as a user types them, on a tiny random model and real SciFact slices.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_python, scifact_slice
+from csplade_pyserini.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return scifact_slice(tmp_path_factory.mktemp("data"), n_queries=3, extra_docs=6)
+
+
+def encode(spec, corpus, out, *extra, check=True):
+    return run_python("-m", "csplade_pyserini.encode", "--corpus", str(corpus), "--embeddings", str(out),
+                      "--encoder", spec, "--threads", "1", *extra, check=check)
+
+
+def vectors_of(folder: Path) -> dict:
+    from csplade_pyserini.vectors.jsonvec import read_vectors
+
+    return {r["id"]: r["vector"] for r in read_vectors(folder)}
+
+
+# --- 1. no data loss ----------------------------------------------------------------------------------
+def test_existing_outputs_are_refused_without_overwrite_and_inputs_are_never_replaced(tiny_checkpoint, data, tmp_path):
+    corpus, _, _ = data
+    spec = f"csplade:{tiny_checkpoint}"
+    out = tmp_path / "out"
+    (out / "other.csplade").mkdir(parents=True)
+    (out / "other.csplade" / "docs-00000.jsonl").write_text("keep\n")
+    result = encode(spec, corpus, out, check=False)
+    assert result.returncode == 2 and "already exists" in result.stderr
+    result = encode(spec, corpus, out, "--overwrite", check=False)  # not a folder this toolkit wrote
+    assert result.returncode == 2 and "did not write" in result.stderr
+    assert (out / "other.csplade" / "docs-00000.jsonl").read_text() == "keep\n"
+    result = encode(spec, corpus, corpus, "--overwrite", check=False)  # --embeddings = the corpus folder
+    assert result.returncode == 2 and "replace the input" in result.stderr
+    assert (corpus / "corpus.jsonl").exists()
+    encode(spec, corpus, tmp_path / "vectors")
+    first = vectors_of(tmp_path / "vectors")
+    encode(spec, corpus, tmp_path / "vectors", "--overwrite")  # its own output: replaced
+    assert vectors_of(tmp_path / "vectors") == first
+    result = run_python("-m", "csplade_pyserini.index", "--input", str(tmp_path / "vectors"), "--index",
+                        str(tmp_path / "vectors"), check=False)
+    assert result.returncode == 2 and "replace the input" in result.stderr
+    assert vectors_of(tmp_path / "vectors") == first
+
+
+# --- 2. partial runs -------------------------------------------------------------------------------------
+def test_a_run_lacking_topics_scores_as_trec_eval_minus_c(tmp_path):
+    import re
+
+    from csplade_pyserini.datasets import load_qrels
+    from csplade_pyserini.evaluation.measures import evaluate_run, measures_for
+
+    qrels = load_qrels("beir-v1.0.0-scifact.test")
+    three = sorted(qrels)[:3]
+    run = tmp_path / "run.txt"
+    run.write_text("".join(f"{q} Q0 {d} 1 1.0 t\n" for q in three for d in list(qrels[q])[:1]))
+    ours = evaluate_run(run, "beir-v1.0.0-scifact.test", measures_for("beir-v1.0.0-scifact.test"))
+    result = run_python("-m", "pyserini.eval.trec_eval", "-c", "-m", "ndcg_cut.10", "-m", "recall.100",
+                        "beir-v1.0.0-scifact.test", str(run))
+    theirs = {m: float(v) for m, v in re.findall(r"^(ndcg_cut_10|recall_100)\s+all\s+([0-9.]+)", result.stdout, re.M)}
+    assert ours["nDCG@10"] == pytest.approx(theirs["ndcg_cut_10"], abs=1e-4)
+    assert ours["R@100"] == pytest.approx(theirs["recall_100"], abs=1e-4)
+    assert ours["nDCG@10"] > 0.005  # 3 perfect-ish topics of 300, not rescaled twice (was 0.0001)
+
+
+# --- 3. a model that does not match the index -------------------------------------------------------
+def test_a_query_encoder_that_differs_from_the_index_model_is_refused(tiny_checkpoint, data, tmp_path):
+    corpus, topics, _ = data
+    built = f"csplade:{tiny_checkpoint},variant=echo,max_doc_length=32"
+    encode(built, corpus, tmp_path / "vectors")
+    run_python("-m", "csplade_pyserini.index", "--input", str(tmp_path / "vectors"), "--index", str(tmp_path / "index"))
+    result = run_python("-m", "csplade_pyserini.search", "--index", str(tmp_path / "index"), "--topics", str(topics),
+                        "--encoder", f"csplade:{tiny_checkpoint}", "--output", str(tmp_path / "run.txt"), check=False)
+    assert result.returncode == 2 and "variant: 'echo' (index) vs 'causal'" in result.stderr
+    assert not (tmp_path / "run.txt").exists()
+    # the same query side (only the document length differs): accepted
+    run_python("-m", "csplade_pyserini.search", "--index", str(tmp_path / "index"), "--topics", str(topics),
+               "--encoder", f"csplade:{tiny_checkpoint},variant=echo", "--output", str(tmp_path / "run.txt"))
+
+
+# --- 4. numeric overflow -----------------------------------------------------------------------------
+def test_weights_beyond_lucene_integers_are_refused(tiny_checkpoint, data, tmp_path):
+    corpus, _, _ = data
+    result = encode(f"csplade:{tiny_checkpoint},quant_scale=1e9", corpus, tmp_path / "v1", check=False)
+    assert result.returncode == 2 and "quant_scale" in result.stderr and not (tmp_path / "v1").exists()
+    result = encode(f"csplade:{tiny_checkpoint},logit_scale=inf", corpus, tmp_path / "v2", check=False)
+    assert result.returncode == 2 and "logit_scale" in result.stderr
+    vectors = tmp_path / "big"
+    vectors.mkdir()
+    (vectors / "docs-00000.jsonl").write_text(json.dumps({"id": "d1", "contents": "", "vector": {"a": 2**40}}) + "\n")
+    result = run_python("-m", "csplade_pyserini.index", "--input", str(vectors), "--index", str(tmp_path / "i"),
+                        check=False)
+    assert result.returncode == 2 and "integer impacts" in result.stderr and not (tmp_path / "i").exists()
+
+
+# --- 5. ids with whitespace ------------------------------------------------------------------------------
+def test_ids_with_whitespace_are_refused_at_index_time(tmp_path):
+    vectors = tmp_path / "v"
+    vectors.mkdir()
+    (vectors / "docs-00000.jsonl").write_text(json.dumps({"id": "d 1", "contents": "", "vector": {"a": 2}}) + "\n")
+    result = run_python("-m", "csplade_pyserini.index", "--input", str(vectors), "--index", str(tmp_path / "i"),
+                        check=False)
+    assert result.returncode == 2 and "docs-00000.jsonl:1" in result.stderr and "whitespace" in result.stderr
+
+
+# --- 6. the literal Pyserini path ----------------------------------------------------------------------
+def test_literal_encode_reads_a_beir_folder_and_marks_partial_output(tiny_checkpoint, tmp_path):
+    base = Path(scifact_slice(tmp_path / "d", n_queries=2, extra_docs=3)[0])
+    (base / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "a query"}) + "\n")
+    (base / "qrels").mkdir()
+    (base / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tx\t1\n")
+    out = tmp_path / "emb"
+    run_python("-m", "pyserini.encode", "input", "--corpus", str(base), "--fields", "title", "text", "output",
+               "--embeddings", str(out), "encoder", "--encoder", f"csplade:{tiny_checkpoint}", "--fields", "title",
+               "text", "--device", "cpu")
+    ids = [json.loads(line)["id"] for line in (out / "embeddings.jsonl").read_text().splitlines()]
+    corpus_ids = [json.loads(line)["_id"] for line in (base / "corpus.jsonl").read_text().splitlines()]
+    assert ids == corpus_ids  # queries.jsonl is not read as documents
+    from csplade_pyserini.integration.patches import PARTIAL_MARKER
+
+    assert not (out / PARTIAL_MARKER).exists()
+    (out / PARTIAL_MARKER).write_text("123456789\n")  # what a killed literal encode leaves
+    result = run_python("-m", "csplade_pyserini.index", "--input", str(out), "--index", str(tmp_path / "i"),
+                        check=False)
+    assert result.returncode == 2 and "incomplete" in result.stderr
+
+
+def test_the_literal_encoder_refuses_empty_documents(tiny_checkpoint):
+    from csplade_pyserini.integration.encoders import CspladeDocumentEncoder
+
+    encoder = CspladeDocumentEncoder(f"csplade:{tiny_checkpoint}")
+    with pytest.raises(InputError, match="empty document"):
+        encoder.encode(["fine text", "\u200b "], titles=["", ""])
+
+
+# --- 7. evaluate input handling --------------------------------------------------------------------
+@pytest.mark.parametrize("content, where, message", [
+    ("1 Q0 d1 1 1.0\n", "run.txt:1", "expected 6 columns"),
+    ("1 Q0 d1 1 high t\n", "run.txt:1", "score 'high' is not a number"),
+    ("1 Q0 d1 1 1.0 t extra\n", "run.txt:1", "expected 6 columns"),
+    ("1 Q0 d1 1 nan t\n", "run.txt:1", "score 'nan' is not finite"),
+    ("", "run.txt", "no result lines"),
+])
+def test_evaluate_names_the_bad_line(tmp_path, content, where, message):
+    run = tmp_path / "run.txt"
+    run.write_text(content)
+    result = run_python("-m", "csplade_pyserini.evaluate", "--run", str(run), "--qrels", "beir-v1.0.0-scifact.test",
+                        check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert where in result.stderr and message in result.stderr
+
+
+def test_evaluate_qrels_problems_and_foreign_topics(tmp_path):
+    run = tmp_path / "run.txt"
+    run.write_text("zz Q0 d1 1 1.0 t\n")
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text("1 0 d1 1\n2 0 d2\n")  # second line lost its relevance column
+    result = run_python("-m", "csplade_pyserini.evaluate", "--run", str(run), "--qrels", str(qrels), check=False)
+    assert result.returncode == 2 and f"{qrels}:2" in result.stderr
+    qrels.write_text("")
+    result = run_python("-m", "csplade_pyserini.evaluate", "--run", str(run), "--qrels", str(qrels), check=False)
+    assert result.returncode == 2 and "no judgement" in result.stderr
+    result = run_python("-m", "csplade_pyserini.evaluate", "--run", str(run), "--qrels", "beir-v1.0.0-scifact.test",
+                        "--measures", "R@100", "nDCG@10", check=False, env={"CSPLADE_LOG": "WARNING"})
+    assert "not in the qrels" in result.stderr
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["R@100", "nDCG@10"]  # the order asked for
+    result = run_python("-m", "csplade_pyserini.evaluate", "--run", str(tmp_path / "none.txt"), "--qrels",
+                        "beir-v1.0.0-scifact.test", check=False)
+    assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+# --- 8. empty documents --------------------------------------------------------------------------------
+def test_an_empty_document_gets_no_terms_and_invisible_text_counts_as_empty(tiny_checkpoint, tmp_path):
+    from csplade_pyserini.model.encoder import CspladeModel
+
+    model = CspladeModel.from_spec(f"csplade:{tiny_checkpoint},logit_bias=null", cache=False)
+    assert model.encode([""], "doc") == [{}]
+    assert model.encode(["real words"], "doc")[0]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps({"_id": "a", "title": "", "text": "\u200b\u2060\x07"}) + "\n")
+    result = encode(f"csplade:{tiny_checkpoint}", corpus, tmp_path / "v", check=False)
+    assert result.returncode == 2 and "is empty" in result.stderr
+
+
+# --- 9. arguments checked before anything loads -------------------------------------------------------
+def test_search_checks_its_arguments_before_loading_anything(tmp_path):
+    topics = tmp_path / "topics.tsv"
+    topics.write_text("1\tsome query\n")
+    (tmp_path / "index").mkdir()
+    start = time.perf_counter()
+    result = run_python("-m", "csplade_pyserini.search", "--index", str(tmp_path / "index"), "--topics", str(topics),
+                        "--output", str(tmp_path / "run.txt"), "--hits", "0", check=False)
+    assert result.returncode == 2 and "--hits must be at least 1" in result.stderr and "Traceback" not in result.stderr
+    assert time.perf_counter() - start < 20  # no model, no JVM
+    topics.write_text("")
+    result = run_python("-m", "csplade_pyserini.search", "--index", str(tmp_path / "index"), "--topics", str(topics),
+                        "--output", str(tmp_path / "run.txt"), check=False)
+    assert result.returncode == 2 and "no query" in result.stderr
+
+
+# --- 10. trec_eval's tie order ---------------------------------------------------------------------------
+def test_ties_are_ranked_as_trec_eval_ranks_them(tmp_path):
+    from csplade_pyserini.runs.check import check_run
+    from csplade_pyserini.search import write_trec_run
+
+    out = tmp_path / "run.txt"
+    write_trec_run({"1": [("a", 1.0), ("c", 2.0), ("b", 1.0)]}, out, "t")
+    assert [line.split()[2] for line in out.read_text().splitlines()] == ["c", "b", "a"]  # docid descending
+    assert check_run(out).ok
+
+
+# --- 11. interruption ----------------------------------------------------------------------------------
+def test_ctrl_c_prints_one_line(tmp_path):
+    code = ("from csplade_pyserini.cli import run_cli\n"
+            "def main(argv): raise KeyboardInterrupt\n"
+            "run_cli(main)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 130 and result.stderr.strip() == "interrupted"
+
+
+def test_a_killed_encode_leaves_nothing_and_a_rerun_gives_the_same_vectors(tiny_checkpoint, data, tmp_path):
+    corpus, _, _ = data
+    spec = f"csplade:{tiny_checkpoint}"
+    encode(spec, corpus, tmp_path / "reference")
+    process = subprocess.Popen([sys.executable, "-m", "csplade_pyserini.encode", "--corpus", str(corpus),
+                                "--embeddings", str(tmp_path / "out"), "--encoder", spec, "--threads", "1"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lock = tmp_path / "out.lock"
+    for _ in range(3000):  # until it writes its temporary output folder (mid-encoding)
+        if any(p.name.startswith(".out.") for p in tmp_path.iterdir()) or process.poll() is not None:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "out").exists() or vectors_of(tmp_path / "out") == vectors_of(tmp_path / "reference")
+    encode(spec, corpus, tmp_path / "out", "--overwrite")  # a stale lock of a dead process is taken over
+    assert vectors_of(tmp_path / "out") == vectors_of(tmp_path / "reference")
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    assert leftovers == []  # the killed run's temporaries were cleared
+    assert not lock.exists()
+
+
+# --- 12. concurrency -------------------------------------------------------------------------------------
+def test_a_second_writer_of_the_same_output_is_refused(tiny_checkpoint, data, tmp_path):
+    corpus, _, _ = data
+    (tmp_path / "out.lock").write_text(f"{os.getpid()}\n")  # a live writer (this test process)
+    result = encode(f"csplade:{tiny_checkpoint}", corpus, tmp_path / "out", check=False)
+    assert result.returncode == 2 and "another process" in result.stderr and not (tmp_path / "out").exists()
+
+
+# --- 13. the user's umask ----------------------------------------------------------------------------------
+def test_outputs_get_the_users_umask(tmp_path):
+    from csplade_pyserini.atomic import atomic_dir, atomic_file
+
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "folder") as tmp:
+            (tmp / "x").write_text("x")
+        with atomic_file(tmp_path / "file.txt") as handle:
+            handle.write("y")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "file.txt").stat().st_mode) == 0o644
