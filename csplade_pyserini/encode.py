@@ -118,9 +118,9 @@ def launch_shards(args) -> int:
     if any(codes):
         logger.error("shard processes exited with %s", codes)
         return max(codes)
-    from csplade_pyserini.vectors.jsonvec import PART_INFO_NAME, info_path, part_name
+    from csplade_pyserini.vectors.jsonvec import info_path, part_info_path
 
-    parts = [json.loads((Path(args.embeddings) / part_name(i, n) / PART_INFO_NAME).read_text()) for i in range(n)]
+    parts = [json.loads(part_info_path(args.embeddings, i, n).read_text()) for i in range(n)]
     info = {**parts[0], "documents": sum(p["documents"] for p in parts), "postings": sum(p["postings"] for p in parts),
             "empty_vectors": sum(p["empty_vectors"] for p in parts), "shards": n}
     info_path(args.embeddings).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     from csplade_pyserini.atomic import check_output, clear_stale_temporaries, output_lock
     from csplade_pyserini.datasets import corpus_file
     from csplade_pyserini.model.encoder import CspladeModel
-    from csplade_pyserini.vectors.jsonvec import PART_INFO_NAME, is_vector_folder, part_name, shard_range
+    from csplade_pyserini.vectors.jsonvec import is_vector_folder, part_info_path, part_name, shard_range
 
     sharded = args.shard_num is not None or args.shard_id is not None
     out = Path(args.embeddings)
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         shard_num, shard_id = args.shard_num or 1, args.shard_id or 0
         span = shard_range(len(documents), shard_id, shard_num)
         documents = documents[span.start:span.stop]
-        info_file = out / PART_INFO_NAME
+        info_file = part_info_path(args.embeddings, shard_id, shard_num)
         logger.info("shard %d of %d: documents %d to %d", shard_id, shard_num, span.start, span.stop - 1)
     with output_lock(out):
         clear_stale_temporaries(out)

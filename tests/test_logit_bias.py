@@ -20,6 +20,7 @@ def test_activation_applies_scale_then_bias():
 
 
 def test_calibration_matches_mean_and_std_of_the_pooled_positions(tiny_model):
+    """Over the pooled positions only: the causal prefix (text-independent states) is left out."""
     encoder = tiny_model.encoder
     texts = ["the zebra runs", "a volcano erupted near the old town today", "notes"]
     bias = calibrate_logit_bias(encoder, texts, sigmas=1.5, batch_size=2)
@@ -29,7 +30,9 @@ def test_calibration_matches_mean_and_std_of_the_pooled_positions(tiny_model):
         for sequence in encoder.tokenize(texts, "doc"):  # one at a time, no padding
             ids = torch.tensor([sequence])
             hidden = encoder.hidden_states(ids, torch.ones_like(ids))[0].float()
-            rows.append(hidden @ head.float().T)
+            pooled = encoder.collate([sequence], kind="doc").pool_mask[0].bool()
+            assert not pooled[0]  # the prefix
+            rows.append((hidden @ head.float().T)[pooled])
     logits = torch.cat(rows).double()
     expected = -(logits.mean(0) + 1.5 * logits.std(0, unbiased=False))
     assert torch.allclose(bias.double(), expected, atol=1e-4)

@@ -99,11 +99,11 @@ def _encoder(tiny_model, variant: str) -> SparseEncoder:
 def test_echo_pools_only_the_second_copy(tiny_model):
     encoder = _encoder(tiny_model, "echo")
     seq = encoder.tokenize(["alpha beta gamma delta"], "doc")[0]
-    batch = encoder.collate([seq, seq[:3]])
+    batch = encoder.collate([seq, seq[:5]])
     n = len(seq)
     assert batch.input_ids[0, :2 * n].tolist() == seq + seq
     assert batch.pool_mask[0].tolist() == [0] * n + [1] * n
-    assert batch.pool_mask[1].tolist() == [0] * 3 + [1] * 3 + [0] * (2 * n - 6)
+    assert batch.pool_mask[1].tolist() == [0] * 5 + [1] * 5 + [0] * (2 * n - 10)
     with torch.no_grad():
         ours = encoder.forward(batch.input_ids[:1], batch.attention_mask[:1], batch.pool_mask[:1])
         logits = encoder.model(input_ids=batch.input_ids[:1, :2 * n]).logits

@@ -115,8 +115,8 @@ def test_fix_gives_an_exactly_known_run(tmp_path, topics):
         "1 Q0 a 1 3.25 fixed\n"
         "1 Q0 b 2 2.0 fixed\n"
         "1 Q0 c 3 0.5 fixed\n"
-        "2 Q0 a 1 1.5 fixed\n"
-        "2 Q0 b 2 1.5 fixed\n"
+        "2 Q0 b 1 1.5 fixed\n"  # a tie: docid descending, as trec_eval ranks
+        "2 Q0 a 2 1.5 fixed\n"
     )
     assert main(["check", str(out), "--topics", str(topics)]) == 0
     # Without --tag the first line's tag wins.
@@ -162,7 +162,7 @@ def test_rrf_scores_and_order_by_hand(tmp_path, topics):
     fuse_runs([first, second], out, k=0, depth=2, tag="rrf0")
     hits = read_run(out)
     assert [(h.qid, h.docid, h.score) for h in hits] == [
-        ("1", "a", 1 + 1 / 2), ("1", "c", 1 / 3 + 1), ("2", "x", 1 + 1 / 2), ("2", "y", 1 / 2 + 1)]
+        ("1", "a", 1 + 1 / 2), ("1", "c", 1 / 3 + 1), ("2", "y", 1 / 2 + 1), ("2", "x", 1 + 1 / 2)]
 
 
 def test_fuse_needs_two_runs(tmp_path):

@@ -114,7 +114,7 @@ def test_frozen_backbone_trains_the_heads_from_the_cache(workdir, tmp_path):
     assert trained == {"encoder.logit_bias", "encoder.expansion_weight", "encoder.lexical.hidden.weight",
                        "encoder.lexical.hidden.bias", "encoder.lexical.out.weight", "encoder.lexical.out.bias",
                        "loss_fn.main.scale.log_scale"}
-    assert (tmp_path / "run" / "cache" / "docs" / "pooled.npy").exists()
+    assert (tmp_path / "run" / "cache" / "causal-docs" / "pooled.npy").exists()
     final = tmp_path / "run" / "final"
     card = ModelCard.load(final)
     assert card.lexical_layer == 1 and card.lexical_head and card.logit_bias and card.adapter is None

@@ -289,7 +289,7 @@ def test_beir_unknown_ids_in_qrels(tmp_path):
     qrels.write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq7\td2\t0\n")
     examples = read_beir_train(folder)
     assert [(e.query_id, e.positives) for e in examples] == [("q1", [Passage("d1", "T one")])]
-    with pytest.raises(InputError, match="split 'dev'"):
+    with pytest.raises(InputError, match="qrels/dev.tsv"):
         read_beir_train(folder, split="dev")
 
 

@@ -135,7 +135,9 @@ class DataArguments:
         "training data: a BEIR folder (with --run for negatives), Tevatron JSONL, or MS MARCO triples"))
     data_format: str = field(default="auto", metadata=_help(
         "auto, beir, tevatron, triples or id-triples", choices=["auto", "beir", "tevatron", "triples", "id-triples"]))
-    run: str | None = field(default=None, metadata=_help("TREC run of candidate negatives (train mine-negatives)"))
+    run: str | None = field(default=None, metadata=_help(
+        "TREC run of candidate negatives (train mine-negatives); under torchrun spell it --negatives-run "
+        "(torchrun's own parser takes --run for its --run-path)", aliases=["--negatives-run"]))
     collection: str | None = field(default=None, metadata=_help("passages of id triples (pid<TAB>text)"))
     queries: str | None = field(default=None, metadata=_help("queries of id triples (qid<TAB>text)"))
     split: str = field(default="train", metadata=_help("qrels split of a BEIR folder"))
@@ -282,6 +284,13 @@ def parse_arguments(command: str, argv: list[str]) -> tuple[ModelArguments, Data
         defaults = load_recipe(known_args.config, command, names)
         hf.set_defaults(**{k: (str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
                            for k, v in defaults.items()})
+    import os
+
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        # torchrun on CPUs: transformers starts torch.distributed only when told the backend
+        hf.set_defaults(ddp_backend="gloo", use_cpu=True)
     model_args, data_args, training_args = hf.parse_args_into_dataclasses(args=rest)
     model_args.validate()
     data_args.validate()

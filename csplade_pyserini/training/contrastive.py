@@ -248,8 +248,8 @@ def run_contrastive(model_args, data_args, training_args):
                     100 * model_args.bias_target_df)
 
     slack = training_args.train_top_k_slack
-    bi_encoder = SparseBiEncoder(encoder, start_layer=start_layer, top_k_slack=slack)
     loss = build_loss(training_args)
+    bi_encoder = SparseBiEncoder(encoder, start_layer=start_layer, top_k_slack=slack, loss=loss)
     collator = ContrastiveCollator(data.examples, query_source, doc_source, data_args.negatives,
                                    teacher=data.teacher if training_args.objective != "cl" else None,
                                    positives=data.positives, pseudo_queries=pseudo_source, seed=training_args.seed)

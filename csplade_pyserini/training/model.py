@@ -144,13 +144,18 @@ def build_encoder(model_args, model, tokenizer, init_card: ModelCard | None, ini
 
 
 class SparseBiEncoder(torch.nn.Module):
-    """One encoder for both sides; ``encode`` accepts token ids, cached states or cached pooled logits."""
+    """One encoder for both sides; ``encode`` accepts token ids, cached states or cached pooled logits.
 
-    def __init__(self, encoder: SparseEncoder, start_layer: int = 0, top_k_slack: float | None = None):
+    The loss (and its learnable score scale) is a sub-module and runs inside :meth:`forward`, so that
+    under DDP every trainable parameter is used inside the wrapped forward, as DDP requires."""
+
+    def __init__(self, encoder: SparseEncoder, start_layer: int = 0, top_k_slack: float | None = None,
+                 loss: torch.nn.Module | None = None):
         super().__init__()
         self.encoder = encoder
         self.start_layer = start_layer
         self.top_k_slack = top_k_slack
+        self.loss_fn = loss
 
     @property
     def card(self) -> ModelCard:
@@ -186,8 +191,15 @@ class SparseBiEncoder(torch.nn.Module):
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None, **_) -> None:
         self.activation_checkpointing_enable(gradient_checkpointing_kwargs)
 
-    def forward(self, query: dict, docs: dict, **_) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encode(query, "query"), self.encode(docs, "doc")
+    def forward(self, query: dict, docs: dict, step: int = 0, total_steps: int = 1, **batch) -> dict:
+        """The loss's named parts (``loss`` is the total) and the batch's mean terms per query and document;
+        ``batch`` holds what the collator adds (group size, keys, teacher scores)."""
+        q, d = self.encode(query, "query"), self.encode(docs, "doc")
+        parts = dict(self.loss_fn(q, d, batch, step, total_steps))
+        with torch.no_grad():
+            parts["terms_q"] = (q > 0).sum(-1).float().mean()
+            parts["terms_d"] = (d > 0).sum(-1).float().mean()
+        return parts
 
     # --- what a checkpoint holds for resuming --------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:

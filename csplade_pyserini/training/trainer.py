@@ -82,7 +82,8 @@ class SparseTrainer(Trainer):
         self.validation = validation
         self.best_metric: float | None = None
         self._parts: dict[str, list[float]] = defaultdict(list)
-        model.add_module("loss_fn", loss)  # the loss holds the score scale: it trains (and saves) with the model
+        if model.loss_fn is None:  # the loss (and its score scale) runs and trains inside the model's forward
+            model.loss_fn = loss
         if args.eval_strategy not in (None, "no") and validation is None:
             from csplade_pyserini.errors import InputError
 
@@ -100,17 +101,13 @@ class SparseTrainer(Trainer):
 
     # --- loss ----------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        q, d = model(inputs["query"], inputs["docs"])
-        parts = self.loss_fn(q, d, inputs, self.state.global_step, max(1, self.state.max_steps))
+        parts = model(**inputs, step=self.state.global_step, total_steps=max(1, self.state.max_steps))
         with torch.no_grad():
             for name, value in parts.items():
                 if name != "loss":
                     self._parts[name].append(float(value))
-            self._parts["terms_q"].append(float((q > 0).sum(-1).float().mean()))
-            self._parts["terms_d"].append(float((d > 0).sum(-1).float().mean()))
             self._parts["score_scale"].append(float(self.loss_fn_scale()))
-        loss = parts["loss"]
-        return (loss, (q, d)) if return_outputs else loss
+        return (parts["loss"], parts) if return_outputs else parts["loss"]
 
     def loss_fn_scale(self) -> float:
         for module in self.loss_fn.modules():
@@ -148,7 +145,11 @@ class SparseTrainer(Trainer):
                         for name, params in groups.items() if params]
         if not param_groups:
             raise ValueError("nothing to train: every parameter is frozen")
-        self.optimizer = torch.optim.AdamW(param_groups, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+        if str(getattr(args.optim, "value", args.optim)).lower() == "sgd":  # updates linear in the gradients
+            self.optimizer = torch.optim.SGD(param_groups)
+        else:
+            self.optimizer = torch.optim.AdamW(param_groups, betas=(args.adam_beta1, args.adam_beta2),
+                                               eps=args.adam_epsilon)
         for group in param_groups:
             logger.info("trainable %-8s %10d parameters, lr %g", group["name"],
                         sum(p.numel() for p in group["params"]), group["lr"])

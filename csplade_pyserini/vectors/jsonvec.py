@@ -22,7 +22,6 @@ logger = logging.getLogger(__name__)
 
 INFO_SUFFIX = ".info.json"
 INDEX_INFO_NAME = "csplade-index.info"  # inside an index folder: Lucene ignores files it does not own
-PART_INFO_NAME = "csplade-vectors.info"  # inside a shard's part folder (Anserini reads only .json/.jsonl/.gz)
 
 
 def info_path(folder: str | Path) -> Path:
@@ -42,8 +41,14 @@ def shard_range(total: int, shard_id: int, shard_num: int) -> range:
 
 def part_name(shard_id: int, shard_num: int) -> str:
     """The sub-folder a shard writes: Anserini walks an input folder recursively, so the parts of a
-    sharded encoding index as one collection."""
+    sharded encoding index as one collection (and it reads EVERY file it finds: a part's info file
+    lives beside the collection folder, :func:`part_info_path`)."""
     return f"part-{shard_id:05d}-of-{shard_num:05d}"
+
+
+def part_info_path(folder: str | Path, shard_id: int, shard_num: int) -> Path:
+    folder = Path(folder)
+    return folder.with_name(f"{folder.name}.{part_name(shard_id, shard_num)}{INFO_SUFFIX}")
 
 
 def check_docid(docid: Any, path: str | Path | None = None, line: int | None = None) -> str:
@@ -145,7 +150,7 @@ def is_vector_folder(folder: str | Path) -> bool:
         if entry.is_dir() and entry.name.startswith("part-"):
             if not is_vector_folder(entry):
                 return False
-        elif not (entry.is_file() and (re.fullmatch(r"docs-\d{5}\.jsonl", entry.name) or entry.name == PART_INFO_NAME)):
+        elif not (entry.is_file() and re.fullmatch(r"docs-\d{5}\.jsonl", entry.name)):
             return False
     return True
 
@@ -188,5 +193,6 @@ def read_info(folder: str | Path) -> dict[str, Any] | None:
     path = info_path(folder)
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
-    parts = sorted(Path(folder).glob(f"part-*/{PART_INFO_NAME}")) if Path(folder).is_dir() else []
+    folder = Path(folder)
+    parts = sorted(folder.parent.glob(f"{folder.name}.part-*{INFO_SUFFIX}"))
     return json.loads(parts[0].read_text(encoding="utf-8")) if parts else None
