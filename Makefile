@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install demo demo-quick test bench bench-encoding bench-retrieval bench-training clean-venv
+.PHONY: install demo demo-quick train test bench bench-encoding bench-retrieval bench-training clean-venv
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ demo: install
 
 demo-quick: install
 	$(PY) -m csplade_pyserini.pipeline --quick $(DEMO_ARGS)
+
+# The CPU training recipe of the default model (and the pure CSPLADE model), about 75 min on 2 cores.
+train: install
+	$(PY) -m csplade_pyserini.train recipe --data ../shared/data/beir/scifact --output-dir runs/train/cpu-recipe --pure
 
 test: install
 	$(PY) -m pytest -q

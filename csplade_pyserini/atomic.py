@@ -28,6 +28,14 @@ def _umask() -> int:
     return mask
 
 
+def save_tensors(tensors: dict, path: str | Path) -> None:
+    """``safetensors.torch.save_file`` with the user's umask (it creates its file 0600)."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path))
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -4,6 +4,11 @@
     python -m csplade_pyserini.encode ... --shard-id 1 --shard-num 4     # one shard (as Pyserini splits)
     python -m csplade_pyserini.encode ... --processes 4                   # all shards, one process each
 
+An interrupted encode resumes: every finished block of ``--block-size`` documents is kept in
+``.EMBEDDINGS.partial/`` beside the output, with a fingerprint of the model, the corpus and the options;
+a rerun with the same inputs encodes only the blocks that are missing (a rerun with other inputs starts
+over), and the output folder appears, complete, only at the end.
+
 A shard writes the sub-folder ``EMBEDDINGS/part-0000I-of-0000N`` (Anserini reads an input folder
 recursively, so the parts index as one collection); shards cover the collection with no overlap and no
 gap, and together hold exactly the vectors of a single-process run. ``--processes N`` launches the N
@@ -13,8 +18,10 @@ shards (``--device cuda:0,cuda:1,...`` gives each its own device; on a CPU the t
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,25 +51,99 @@ class EncodeStats:
         return self.documents / self.seconds if self.seconds else 0.0
 
 
+def _block_fingerprint(model, documents: Sequence[Document], block_size: int, max_length: int | None) -> str:
+    """What a finished block depends on: the model's vectors (its card and weights), the documents (ids and
+    text, in order), the block size and the length override."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"model": model.info(), "block_size": block_size, "max_length": max_length},
+                             sort_keys=True, default=str).encode())
+    for doc in documents:
+        digest.update(doc.docid.encode() + b"\0" + doc.contents.encode() + b"\0")
+    return digest.hexdigest()
+
+
+class BlockStore:
+    """Finished blocks of an encode, kept until the output is complete so that a rerun resumes.
+
+    ``blocks.json`` holds the fingerprint and each finished block's counts; ``block-NNNNN.jsonl`` its
+    vector lines. Both are written atomically, the block file first, so a block listed is a block on disk.
+    """
+
+    def __init__(self, folder: Path, fingerprint: str):
+        from csplade_pyserini.atomic import atomic_file
+
+        self.folder = folder
+        self._atomic_file = atomic_file
+        manifest = folder / "blocks.json"
+        state = json.loads(manifest.read_text()) if manifest.exists() else {}
+        if state.get("fingerprint") != fingerprint:
+            if state:
+                logger.warning("%s was left by an encode of other inputs or another model: starting over", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            state = {"fingerprint": fingerprint, "blocks": {}}
+        elif state["blocks"]:
+            logger.info("resuming: %d finished blocks in %s", len(state["blocks"]), folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.state = state
+
+    def done(self, index: int) -> dict | None:
+        return self.state["blocks"].get(str(index))
+
+    def path(self, index: int) -> Path:
+        return self.folder / f"block-{index:05d}.jsonl"
+
+    def save(self, index: int, rows: list[tuple[str, str, dict]], tokens: int) -> None:
+        with self._atomic_file(self.path(index)) as handle:
+            for docid, contents, vector in rows:
+                handle.write(json.dumps({"id": docid, "contents": contents, "vector": vector}, ensure_ascii=False) + "\n")
+        self.state["blocks"][str(index)] = {"documents": len(rows), "tokens": tokens}
+        with self._atomic_file(self.folder / "blocks.json") as handle:
+            json.dump(self.state, handle)
+
+    def rows(self, index: int):
+        with open(self.path(index), encoding="utf-8") as handle:
+            for line in handle:
+                record = json.loads(line)
+                yield record["id"], record["contents"], record["vector"]
+
+
 def encode_documents(model, documents: Sequence[Document], out_dir: str | Path, max_length: int | None = None,
                      max_tokens: int | None = None, max_batch: int = 256, shard_size: int = 100_000,
-                     desc: str = "encode", info_file: str | Path | None = None) -> EncodeStats:
-    """Encode ``documents`` (sorted by length inside blocks) and write them atomically to ``out_dir``."""
+                     desc: str = "encode", info_file: str | Path | None = None, block_size: int = BLOCK,
+                     resume_dir: str | Path | None = None) -> EncodeStats:
+    """Encode ``documents`` (sorted by length inside blocks of ``block_size``) and write them atomically to
+    ``out_dir``; with ``resume_dir``, finished blocks are kept there until the end (see the module doc)."""
     start = time.perf_counter()
+    store = None
+    if resume_dir is not None:
+        store = BlockStore(Path(resume_dir), _block_fingerprint(model, documents, block_size, max_length))
     tokens = 0
     with JsonVectorWriter(out_dir, shard_size=shard_size, info=model.info(), info_file=info_file) as writer, \
             tqdm(total=len(documents), desc=desc, unit="doc", dynamic_ncols=True) as bar:
-        for begin in range(0, len(documents), BLOCK):
-            block = documents[begin:begin + BLOCK]
+        for index, begin in enumerate(range(0, len(documents), block_size)):
+            block = documents[begin:begin + block_size]
+            finished = store.done(index) if store else None
+            if finished is not None and finished["documents"] == len(block):
+                tokens += finished["tokens"]
+                for docid, contents, vector in store.rows(index):
+                    writer.write(docid, contents, vector)
+                bar.update(len(block))
+                continue
             texts = [d.contents for d in block]
             sequences = model.encoder.tokenize(texts, "doc", max_length)
-            tokens += sum(len(s) for s in sequences)
+            block_tokens = sum(len(s) for s in sequences)
+            tokens += block_tokens
             top_k = model.card.doc_top_k
             encoded = model.encoder.encode_sequences(sequences, top_k=top_k, max_tokens=max_tokens,
                                                      max_batch=max_batch, device=model.device, progress=bar)
-            for doc, (ids, weights) in zip(block, encoded):
-                writer.write(doc.docid, doc.contents, model.to_impacts(ids, weights))
+            rows = [(doc.docid, doc.contents, model.to_impacts(ids, weights)) for doc, (ids, weights) in zip(block, encoded)]
+            for row in rows:
+                writer.write(*row)
+            if store:
+                store.save(index, rows, block_tokens)
         postings, empty = writer.postings, writer.empty
+    if store:
+        shutil.rmtree(store.folder, ignore_errors=True)
     return EncodeStats(len(documents), time.perf_counter() - start, tokens, postings, empty)
 
 
@@ -81,7 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-tokens", type=int, default=None,
                         help="padded tokens per batch (default: 1024 on CPU, 32768 on GPU)")
     parser.add_argument("--batch-size", type=int, default=256, help="documents per batch at most")
-    parser.add_argument("--shard-size", type=int, default=100_000)
+    parser.add_argument("--shard-size", type=int, default=100_000, help="vectors per output file")
+    parser.add_argument("--block-size", type=int, default=BLOCK,
+                        help="documents sorted by length and encoded together; the unit an interrupted encode "
+                             "resumes from")
+    parser.add_argument("--no-resume", dest="resume", action="store_false",
+                        help="start over even if an interrupted encode of the same inputs left finished blocks")
     parser.add_argument("--limit", type=int, default=None, help="encode only the first N documents")
     parser.add_argument("--allow-empty", action="store_true", help="accept empty documents (no terms)")
     parser.add_argument("--shard-id", type=int, default=None, help="encode only this shard (0-based), as Pyserini")
@@ -104,7 +190,7 @@ def launch_shards(args) -> int:
     threads = max(1, (args.threads or os.cpu_count() or 1) // n)
     base = [sys.executable, "-m", "csplade_pyserini.encode", "--corpus", args.corpus, "--embeddings", args.embeddings,
             "--encoder", args.encoder, "--batch-size", str(args.batch_size), "--shard-size", str(args.shard_size),
-            "--shard-num", str(n), "--threads", str(threads)]
+            "--shard-num", str(n), "--threads", str(threads), "--block-size", str(args.block_size)]
     for flag, value in (("--max-length", args.max_length), ("--max-tokens", args.max_tokens), ("--limit", args.limit)):
         if value is not None:
             base += [flag, str(value)]
@@ -112,6 +198,8 @@ def launch_shards(args) -> int:
         base.append("--allow-empty")
     if args.overwrite:
         base.append("--overwrite")
+    if not args.resume:
+        base.append("--no-resume")
     children = [subprocess.Popen(base + ["--shard-id", str(i), "--device", devices[i % len(devices)]])
                 for i in range(n)]
     codes = [child.wait() for child in children]
@@ -155,11 +243,15 @@ def main(argv: list[str] | None = None) -> int:
         documents = documents[span.start:span.stop]
         info_file = part_info_path(args.embeddings, shard_id, shard_num)
         logger.info("shard %d of %d: documents %d to %d", shard_id, shard_num, span.start, span.stop - 1)
+    # beside the output folder (beside the collection for a shard), never inside a folder Anserini reads
+    top = Path(args.embeddings)
+    resume_dir = top.with_name(f".{top.name}{'.' + out.name if sharded else ''}.partial") if args.resume else None
     with output_lock(out):
         clear_stale_temporaries(out)
         model = CspladeModel.from_spec(args.encoder, device=args.device)
         stats = encode_documents(model, documents, out, max_length=args.max_length, max_tokens=args.max_tokens,
-                                 max_batch=args.batch_size, shard_size=args.shard_size, info_file=info_file)
+                                 max_batch=args.batch_size, shard_size=args.shard_size, info_file=info_file,
+                                 block_size=args.block_size, resume_dir=resume_dir)
     logger.info("encoded %d documents in %.1f s (%.2f docs/s), %.1f terms/doc, into %s", stats.documents,
                 stats.seconds, stats.docs_per_second, stats.postings / max(1, stats.documents), args.embeddings)
     return 0

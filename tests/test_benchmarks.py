@@ -42,13 +42,14 @@ def test_table_has_one_row_per_system_and_a_column_pair_per_collection(tmp_path)
 
     rows = [row("bm25", "scifact", 0.6789, "R@100", 0.9253), row("bm25", "dl19-pool", 0.4431, "R(rel=2)@1000", 0.81),
             row("m", "scifact", 0.5, "R@100", 0.8)]
-    record = {"wall_s": 3600.0, "peak_rss_mb": 5000.0, "measured": "2026-11-27 11:00",
+    record = {"invocations": [{"wall_s": 3600.0, "peak_rss_mb": 5000.0, "measured": "2026-11-27 11:00",
+                               "pure": False}],
               "recipe": {"threads": 2, "steps": {"train model": {"seconds": 900.0, "peak_rss_mb": 4000}}}}
     runs = {"default": {"validation": [(0, 0.6), (100, 0.7)], "best": (100, 0.7)}}
     text = training.write_tables(rows, ["scifact", "dl19-pool"], record, runs, tmp_path / "t.md")
     lines = [line for line in text.splitlines() if line.startswith("| bm25") or line.startswith("| m ")]
     assert lines[0].startswith("| bm25 | 0.6789 | 0.9253 | 0.4431 | 0.8100 |")
     assert lines[1].startswith("| m | 0.5000 | 0.8000 | - | - |")
-    assert "3600 s wall, peak RSS 5000 MB" in text and "| train model | 900 | 4000 |" in text
+    assert "`python -m csplade_pyserini.train recipe`: 3600 s wall, peak RSS 5000 MB" in text and "| train model | 900 | 4000 |" in text
     assert "- default: step 0: 0.6000, step 100: 0.7000; kept: step 100" in text
     assert (tmp_path / "t.md").read_text() == text

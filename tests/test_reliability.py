@@ -259,6 +259,86 @@ def test_a_killed_encode_leaves_nothing_and_a_rerun_gives_the_same_vectors(tiny_
     assert not lock.exists()
 
 
+def test_an_interrupted_encode_resumes_from_its_finished_blocks(tiny_model, data, tmp_path):
+    """Fault injection: the third block fails (as a kill would stop it); the rerun encodes only the blocks
+    that were missing and writes exactly the vectors of an uninterrupted run."""
+    from csplade_pyserini.datasets import read_corpus
+    from csplade_pyserini.encode import encode_documents
+
+    corpus, _, _ = data
+    documents = list(read_corpus(corpus))
+    assert len(documents) > 6
+    encode_documents(tiny_model, documents, tmp_path / "reference", block_size=2)
+    calls = []
+    resumed = False
+    original = tiny_model.encoder.encode_sequences
+
+    def failing(sequences, **kwargs):
+        calls.append(len(sequences))
+        if len(calls) == 3 and not resumed:
+            raise RuntimeError("killed")
+        return original(sequences, **kwargs)
+
+    partial = tmp_path / ".out.partial"
+    tiny_model.encoder.encode_sequences = failing
+    try:
+        with pytest.raises(RuntimeError, match="killed"):
+            encode_documents(tiny_model, documents, tmp_path / "out", block_size=2, resume_dir=partial)
+        assert not (tmp_path / "out").exists() and len(json.loads((partial / "blocks.json").read_text())["blocks"]) == 2
+        calls.clear()
+        resumed = True
+        stats = encode_documents(tiny_model, documents, tmp_path / "out", block_size=2, resume_dir=partial)
+    finally:
+        tiny_model.encoder.encode_sequences = original
+    blocks = (len(documents) + 1) // 2
+    assert len(calls) == blocks - 2  # the two finished blocks were not encoded again
+    assert vectors_of(tmp_path / "out") == vectors_of(tmp_path / "reference")
+    assert stats.documents == len(documents) and not partial.exists()
+    # finished blocks of other inputs (here another block size) are never mixed in: the rerun starts over
+    partial.mkdir()
+    (partial / "blocks.json").write_text(json.dumps({"fingerprint": "other", "blocks": {"0": {"documents": 2,
+                                                                                             "tokens": 1}}}))
+    encode_documents(tiny_model, documents, tmp_path / "again", block_size=3, resume_dir=partial)
+    assert vectors_of(tmp_path / "again") == vectors_of(tmp_path / "reference")
+
+
+def test_a_killed_index_leaves_no_orphan_and_a_rerun_gives_the_same_index(tiny_checkpoint, data, tmp_path):
+    corpus, topics, _ = data
+    spec = f"csplade:{tiny_checkpoint}"
+    encode(spec, corpus, tmp_path / "vectors")
+    index = ["-m", "csplade_pyserini.index", "--input", str(tmp_path / "vectors"), "--threads", "1"]
+    run_python(*index, "--index", str(tmp_path / "reference"))
+    process = subprocess.Popen([sys.executable, *index, "--index", str(tmp_path / "out")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    java = str(tmp_path / ".out.")  # the Anserini child writes into the temporary index folder
+
+    def children() -> list[str]:
+        found = subprocess.run(["pgrep", "-f", java], capture_output=True, text=True).stdout.split()
+        return [pid for pid in found if int(pid) != process.pid]
+
+    for _ in range(6000):  # until Anserini runs
+        if children() or process.poll() is not None:
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, "the index finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    for _ in range(100):
+        if not children():
+            break
+        time.sleep(0.05)
+    assert children() == []  # the Anserini child died with its parent
+    assert not (tmp_path / "out").exists()  # nothing partial where the index belongs
+    run_python(*index, "--index", str(tmp_path / "out"))
+    runs = {}
+    for name in ("reference", "out"):
+        run_python("-m", "csplade_pyserini.search", "--index", str(tmp_path / name), "--topics", str(topics),
+                   "--encoder", spec, "--output", str(tmp_path / f"run.{name}.txt"), "--threads", "1")
+        runs[name] = [line.split()[:5] for line in (tmp_path / f"run.{name}.txt").read_text().splitlines()]
+    assert runs["out"] == runs["reference"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")] == []
+
+
 # --- 12. concurrency -------------------------------------------------------------------------------------
 def test_a_second_writer_of_the_same_output_is_refused(tiny_checkpoint, data, tmp_path):
     corpus, _, _ = data

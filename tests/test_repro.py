@@ -38,8 +38,7 @@ def test_shipped_matrices_validate(collection):
     matrix = mx.load_matrix(collection=collection)  # schema + cross-references
     names = [c.name for c in matrix.conditions]
     expected = ["bm25-flat", "splade-tiny", *(f"csplade-smollm2-{v}" for v in VARIANTS),
-                *(f"csplade-cpu-{o}-{v}" for o in OBJECTIVES for v in VARIANTS),
-                *(f"csplade-cpu-bias-{v}" for v in VARIANTS),
+                "csplade-cpu-default", "csplade-cpu-pure",
                 *(f"csplade-{s}-{v}-{o}" for s in ("1b", "8b") for o in OBJECTIVES for v in VARIANTS)]
     assert set(expected) <= set(names)
     for condition in matrix.conditions:
@@ -142,14 +141,14 @@ def test_list_conditions_and_dry_run_print_exact_commands(tmp_path, capsys, monk
 def test_unavailable_corpora_are_skipped_with_the_reason(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     matrix = mx.load_matrix(collection="msmarco-passage")
-    jobs = {(j.condition.name, j.column.key): j for j in plan(matrix, ["bm25-flat", "csplade-cpu-cl-echo"],
+    jobs = {(j.condition.name, j.column.key): j for j in plan(matrix, ["bm25-flat", "csplade-cpu-pure"],
                                                               Settings(output=tmp_path / "out"))}
     for key in ("dl19", "dl20", "dev"):
         job = jobs[("bm25-flat", key)]
         assert job.mode == "skip" and "'msmarco-v1-passage' is not available on this machine" in job.reason
     assert jobs[("bm25-flat", "dl19-pool")].mode == "pipeline"
-    assert jobs[("csplade-cpu-cl-echo", "dl19-pool")].mode == "skip"
-    assert "requires runs/train/echo-cl/final" in jobs[("csplade-cpu-cl-echo", "dl19-pool")].reason
+    assert jobs[("csplade-cpu-pure", "dl19-pool")].mode == "skip"
+    assert "requires runs/train/cpu-recipe/pure/best" in jobs[("csplade-cpu-pure", "dl19-pool")].reason
     # with --allow-download a Pyserini prebuilt index counts as available; a self-built one must exist
     online = {(j.condition.name, j.column.key): j.mode for j in plan(matrix, ["bm25-flat", "splade-tiny"],
                                                                    Settings(allow_download=True))}

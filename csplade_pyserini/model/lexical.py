@@ -45,10 +45,10 @@ class LexicalHead(torch.nn.Module):
         return torch.relu(self.out(x).squeeze(-1)).float()
 
     def save(self, folder: str | Path) -> str:
-        from safetensors.torch import save_file
+        from csplade_pyserini.atomic import save_tensors
 
         state = {k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(Path(folder) / LEXICAL_FILE))
+        save_tensors(state, Path(folder) / LEXICAL_FILE)
         return LEXICAL_FILE
 
     @classmethod

@@ -25,9 +25,9 @@ BIAS_FILE = "logit_bias.safetensors"
 
 
 def save_logit_bias(bias: torch.Tensor, folder: str | Path) -> str:
-    from safetensors.torch import save_file
+    from csplade_pyserini.atomic import save_tensors
 
-    save_file({"bias": bias.detach().float().cpu().contiguous()}, str(Path(folder) / BIAS_FILE))
+    save_tensors({"bias": bias.detach().float().cpu().contiguous()}, Path(folder) / BIAS_FILE)
     return BIAS_FILE
 
 

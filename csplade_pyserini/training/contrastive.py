@@ -275,6 +275,8 @@ def run_contrastive(model_args, data_args, training_args):
     if validation is not None and trainer.state.global_step % max(1, training_args.eval_steps or 1) != 0:
         trainer.evaluate()
     best = Path(training_args.output_dir) / BEST_DIR
+    if training_args.should_save and best.exists():
+        annotate_best(best, training_notes(trainer, model_args, data_args, training_args))
     logger.info("done: %d steps; final model in %s%s", trainer.state.global_step, final,
                 f", best validated model in {best}" if best.exists() else "")
     return trainer
@@ -302,6 +304,15 @@ def _pooled_logits(encoder, source, ids, start_layer: int, device) -> torch.Tens
     finally:
         encoder.model.train(was_training)
     return torch.cat(rows).cpu()
+
+
+def annotate_best(best: Path, notes: dict) -> None:
+    """Give the best validated model the whole run's training notes (it was exported mid-run, when they
+    were not known yet), keeping its own ``validation`` entry: the step it was kept at."""
+    from csplade_pyserini.model.card import ModelCard
+
+    card = ModelCard.load(best)
+    card.replace(notes={**card.notes, **notes, "validation": card.notes.get("validation")}).save(best)
 
 
 def training_notes(trainer, model_args, data_args, training_args) -> dict:

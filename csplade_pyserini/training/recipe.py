@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     extra = [a for a in args.extra if a != "--"]
+    previous = json.loads((out / "recipe.json").read_text()).get("steps", {}) if (out / "recipe.json").exists() else {}
     record: dict = {"threads": threads, "steps": {}}
     begin = time.perf_counter()
 
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         if target.exists():
             logger.info("recipe: %s already in %s (delete it to redo)", name, target)
-            record["steps"][name] = {"skipped": True}
+            # a resumed recipe keeps the measurement of the run that made the output
+            record["steps"][name] = previous.get(name) or {"skipped": True}
             return
         action()
         record["steps"][name] = {"seconds": round(time.perf_counter() - start, 1), "peak_rss_mb": round(peak_rss_mb())}
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
         step(f"train {name}", target / "final", train)
     record["seconds"] = round(time.perf_counter() - begin, 1)
+    record["seconds_all_steps"] = round(sum(s.get("seconds", 0) for s in record["steps"].values()), 1)
     record["peak_rss_mb"] = round(peak_rss_mb())
     (out / "recipe.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     logger.info("recipe finished in %.0f s (peak RSS %.0f MB); model: %s/model/best", record["seconds"],

@@ -177,13 +177,13 @@ class SparseTrainer(Trainer):
         output_dir = output_dir or self.args.output_dir
         if not self.args.should_save:
             return
-        from safetensors.torch import save_file
+        from csplade_pyserini.atomic import save_tensors
 
         model = self.accelerator.unwrap_model(self.model)
         os.makedirs(output_dir, exist_ok=True)
         export_model(Path(output_dir), model.encoder, notes={"step": self.state.global_step}, atomic=False)
         state = {k: v.float().contiguous() for k, v in model.trainable_state().items()}
-        save_file(state, os.path.join(output_dir, TRAINABLE_NAME))
+        save_tensors(state, os.path.join(output_dir, TRAINABLE_NAME))
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
