@@ -127,7 +127,9 @@ def run_csplade(task: Task, spec: str, args) -> dict:
     model = CspladeModel.from_spec(spec, device=args.device)
     load_seconds = time.perf_counter() - start
     guard_stage_folders(name)
-    enc = encode_documents(model, task.documents, ENCODE_DIR / name, max_tokens=args.max_tokens)
+    # an interrupted job resumes its encoding from the finished blocks (see encode.py)
+    enc = encode_documents(model, task.documents, ENCODE_DIR / name, max_tokens=args.max_tokens,
+                           resume_dir=ENCODE_DIR / f".{name}.partial")
     stats = build_index(ENCODE_DIR / name, INDEX_DIR / name, threads=args.threads)
     run_path = RUNS_DIR / f"run.{name}.{task.topics_name}.txt"
     _, sstats = search(INDEX_DIR / name, task.topics, spec, hits=args.hits, threads=args.threads,
