@@ -33,7 +33,7 @@ demo: install
 demo-quick: install
 	$(PY) -m csplade_pyserini.pipeline --quick $(DEMO_ARGS)
 
-# The CPU training recipe: the default model (about 30 min on 2 cores), then the pure CSPLADE model (--pure; its echo cache alone about 40 min).
+# The CPU training recipe: the default model (about 30 min on 2 cores), then the pure CSPLADE model (--pure: 49 min more, mostly its echo activation cache).
 train: install
 	$(PY) -m csplade_pyserini.train recipe --data ../shared/data/beir/scifact --output-dir runs/train/cpu-recipe --pure
 
