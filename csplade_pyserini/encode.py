@@ -29,9 +29,10 @@ from typing import Iterable, Sequence
 
 from tqdm import tqdm
 
+from csplade_pyserini.atomic import atomic_file
 from csplade_pyserini.cli import add_model_args, run_cli, set_threads
 from csplade_pyserini.datasets import Document, read_corpus
-from csplade_pyserini.vectors.jsonvec import JsonVectorWriter
+from csplade_pyserini.vectors.jsonvec import JsonVectorWriter, vector_line
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +52,11 @@ class EncodeStats:
         return self.documents / self.seconds if self.seconds else 0.0
 
 
-def _block_fingerprint(model, documents: Sequence[Document], block_size: int, max_length: int | None) -> str:
-    """What a finished block depends on: the model's vectors (its card and weights), the documents (ids and
-    text, in order), the block size and the length override."""
+def _block_fingerprint(info: dict, documents: Sequence[Document], block_size: int, max_length: int | None) -> str:
+    """What a finished block depends on: the model's vectors (its info: card and weights), the documents (ids
+    and text, in order), the block size and the length override."""
     digest = hashlib.sha256()
-    digest.update(json.dumps({"model": model.info(), "block_size": block_size, "max_length": max_length},
+    digest.update(json.dumps({"model": info, "block_size": block_size, "max_length": max_length},
                              sort_keys=True, default=str).encode())
     for doc in documents:
         digest.update(doc.docid.encode() + b"\0" + doc.contents.encode() + b"\0")
@@ -70,10 +71,7 @@ class BlockStore:
     """
 
     def __init__(self, folder: Path, fingerprint: str):
-        from csplade_pyserini.atomic import atomic_file
-
         self.folder = folder
-        self._atomic_file = atomic_file
         manifest = folder / "blocks.json"
         state = json.loads(manifest.read_text()) if manifest.exists() else {}
         if state.get("fingerprint") != fingerprint:
@@ -93,11 +91,10 @@ class BlockStore:
         return self.folder / f"block-{index:05d}.jsonl"
 
     def save(self, index: int, rows: list[tuple[str, str, dict]], tokens: int) -> None:
-        with self._atomic_file(self.path(index)) as handle:
-            for docid, contents, vector in rows:
-                handle.write(json.dumps({"id": docid, "contents": contents, "vector": vector}, ensure_ascii=False) + "\n")
+        with atomic_file(self.path(index)) as handle:
+            handle.writelines(vector_line(*row) for row in rows)
         self.state["blocks"][str(index)] = {"documents": len(rows), "tokens": tokens}
-        with self._atomic_file(self.folder / "blocks.json") as handle:
+        with atomic_file(self.folder / "blocks.json") as handle:
             json.dump(self.state, handle)
 
     def rows(self, index: int):
@@ -114,11 +111,12 @@ def encode_documents(model, documents: Sequence[Document], out_dir: str | Path, 
     """Encode ``documents`` (sorted by length inside blocks of ``block_size``) and write them atomically to
     ``out_dir``; with ``resume_dir``, finished blocks are kept there until the end (see the module doc)."""
     start = time.perf_counter()
+    info = model.info()
     store = None
     if resume_dir is not None:
-        store = BlockStore(Path(resume_dir), _block_fingerprint(model, documents, block_size, max_length))
+        store = BlockStore(Path(resume_dir), _block_fingerprint(info, documents, block_size, max_length))
     tokens = 0
-    with JsonVectorWriter(out_dir, shard_size=shard_size, info=model.info(), info_file=info_file) as writer, \
+    with JsonVectorWriter(out_dir, shard_size=shard_size, info=info, info_file=info_file) as writer, \
             tqdm(total=len(documents), desc=desc, unit="doc", dynamic_ncols=True) as bar:
         for index, begin in enumerate(range(0, len(documents), block_size)):
             block = documents[begin:begin + block_size]

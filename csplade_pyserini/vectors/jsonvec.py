@@ -80,6 +80,11 @@ def check_vector(vector: Mapping[str, Any], path: str | Path | None = None, line
                          "would drop or wrap them", path=path, line=line, field="vector")
 
 
+def vector_line(docid: str, contents: str, vector: Mapping[str, int]) -> str:
+    """One JsonVectorCollection record (``id``, ``contents``, ``vector``) as a JSON line."""
+    return json.dumps({"id": docid, "contents": contents, "vector": dict(vector)}, ensure_ascii=False) + "\n"
+
+
 class JsonVectorWriter:
     """Write a JsonVectorCollection folder atomically, ``docs-00000.jsonl`` ... one shard per ``shard_size``."""
 
@@ -120,8 +125,7 @@ class JsonVectorWriter:
         if not vector:
             self.empty += 1
         self.postings += len(vector)
-        self._handle.write(json.dumps({"id": docid, "contents": contents, "vector": dict(vector)},
-                                      ensure_ascii=False) + "\n")
+        self._handle.write(vector_line(docid, contents, vector))
         self.count += 1
 
     def __exit__(self, exc_type, exc, tb) -> bool:
