@@ -46,10 +46,14 @@ class EncodeStats:
     tokens: int
     postings: int
     empty: int
+    resumed: int = 0
+    """Documents read back from finished blocks of an earlier, interrupted run (not encoded now)."""
 
     @property
     def docs_per_second(self) -> float:
-        return self.documents / self.seconds if self.seconds else 0.0
+        """Encoding speed of the documents encoded by this run (0 when every block was resumed)."""
+        fresh = self.documents - self.resumed
+        return fresh / self.seconds if self.seconds and fresh else 0.0
 
 
 def _block_fingerprint(info: dict, documents: Sequence[Document], block_size: int, max_length: int | None) -> str:
@@ -107,10 +111,13 @@ class BlockStore:
 def encode_documents(model, documents: Sequence[Document], out_dir: str | Path, max_length: int | None = None,
                      max_tokens: int | None = None, max_batch: int = 256, shard_size: int = 100_000,
                      desc: str = "encode", info_file: str | Path | None = None, block_size: int = BLOCK,
-                     resume_dir: str | Path | None = None) -> EncodeStats:
+                     resume_dir: str | Path | None = None, keep_blocks: bool = False) -> EncodeStats:
     """Encode ``documents`` (sorted by length inside blocks of ``block_size``) and write them atomically to
-    ``out_dir``; with ``resume_dir``, finished blocks are kept there until the end (see the module doc)."""
+    ``out_dir``; with ``resume_dir``, finished blocks are kept there until the end (see the module doc), or
+    beyond it with ``keep_blocks``: a caller whose later steps (indexing, search) may still fail removes
+    them when it is done, so that its rerun does not encode again."""
     start = time.perf_counter()
+    resumed = 0
     info = model.info()
     store = None
     if resume_dir is not None:
@@ -123,6 +130,7 @@ def encode_documents(model, documents: Sequence[Document], out_dir: str | Path, 
             finished = store.done(index) if store else None
             if finished is not None and finished["documents"] == len(block):
                 tokens += finished["tokens"]
+                resumed += len(block)
                 for docid, contents, vector in store.rows(index):
                     writer.write(docid, contents, vector)
                 bar.update(len(block))
@@ -140,9 +148,9 @@ def encode_documents(model, documents: Sequence[Document], out_dir: str | Path, 
             if store:
                 store.save(index, rows, block_tokens)
         postings, empty = writer.postings, writer.empty
-    if store:
+    if store and not keep_blocks:
         shutil.rmtree(store.folder, ignore_errors=True)
-    return EncodeStats(len(documents), time.perf_counter() - start, tokens, postings, empty)
+    return EncodeStats(len(documents), time.perf_counter() - start, tokens, postings, empty, resumed)
 
 
 def select(documents: Iterable[Document], docids: set[str] | None = None, limit: int | None = None) -> list[Document]:

@@ -16,6 +16,7 @@ import json
 import logging
 import random
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,15 +128,22 @@ def run_csplade(task: Task, spec: str, args) -> dict:
     model = CspladeModel.from_spec(spec, device=args.device)
     load_seconds = time.perf_counter() - start
     guard_stage_folders(name)
-    # an interrupted job resumes its encoding from the finished blocks (see encode.py)
+    # an interrupted job resumes its encoding from the finished blocks (see encode.py); they are kept until
+    # the search is done, so that a failure in indexing or search does not cost the encoding again
+    blocks = ENCODE_DIR / f".{name}.partial"
     enc = encode_documents(model, task.documents, ENCODE_DIR / name, max_tokens=args.max_tokens,
-                           resume_dir=ENCODE_DIR / f".{name}.partial")
+                           resume_dir=blocks, keep_blocks=True)
     stats = build_index(ENCODE_DIR / name, INDEX_DIR / name, threads=args.threads)
     run_path = RUNS_DIR / f"run.{name}.{task.topics_name}.txt"
     _, sstats = search(INDEX_DIR / name, task.topics, spec, hits=args.hits, threads=args.threads,
                        device=args.device, output=run_path, tag=tag)
+    shutil.rmtree(blocks, ignore_errors=True)
+    if enc.resumed:
+        logger.info("%d of %d documents were read back from an earlier run's finished blocks; the encoding "
+                    "speed counts only the %d encoded now", enc.resumed, enc.documents, enc.documents - enc.resumed)
     return {"system": spec, "run": str(run_path), "model_load_s": load_seconds, "encode_s": enc.seconds,
-            "docs_per_s": enc.docs_per_second, "terms_per_doc": stats["avg_terms_per_doc"],
+            "docs_per_s": enc.docs_per_second or None, "resumed_docs": enc.resumed,
+            "terms_per_doc": stats["avg_terms_per_doc"],
             "terms_per_query": sstats.avg_query_terms, "index_mb": stats["size_bytes"] / 2**20,
             "query_encode_ms": sstats.encode_ms_per_query, "search_ms": sstats.search_ms_per_query,
             "postings_per_query": sstats.flops_per_query}

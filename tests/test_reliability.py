@@ -294,6 +294,14 @@ def test_an_interrupted_encode_resumes_from_its_finished_blocks(tiny_model, data
     assert len(calls) == blocks - 2  # the two finished blocks were not encoded again
     assert vectors_of(tmp_path / "out") == vectors_of(tmp_path / "reference")
     assert stats.documents == len(documents) and not partial.exists()
+    assert stats.resumed == 4 and stats.docs_per_second > 0  # the speed counts only what was encoded now
+    # kept beyond the end for a caller whose later steps may fail (the pipeline): its rerun encodes nothing
+    kept = encode_documents(tiny_model, documents, tmp_path / "kept", block_size=2, resume_dir=partial,
+                            keep_blocks=True)
+    assert kept.resumed == 0 and partial.exists()
+    again = encode_documents(tiny_model, documents, tmp_path / "kept", block_size=2, resume_dir=partial)
+    assert again.resumed == len(documents) and again.docs_per_second == 0.0 and not partial.exists()
+    assert vectors_of(tmp_path / "kept") == vectors_of(tmp_path / "reference")
     # finished blocks of other inputs (here another block size) are never mixed in: the rerun starts over
     partial.mkdir()
     (partial / "blocks.json").write_text(json.dumps({"fingerprint": "other", "blocks": {"0": {"documents": 2,

@@ -74,6 +74,9 @@ def evaluate(args, collection: str, label: str, extra: list[str]) -> list[dict]:
     measured_process = report.with_suffix(".proc.json")
     if report.exists():
         proc = json.loads(measured_process.read_text()) if measured_process.exists() else {}
+    elif args.measured_only:
+        logger.info("%s %s: not measured yet (--measured-only), left out of the tables", collection, label)
+        return []
     else:
         report.parent.mkdir(parents=True, exist_ok=True)
         proc = _python(f"{collection} {label}", ["-m", "csplade_pyserini.pipeline", "--collection", collection,
@@ -154,7 +157,23 @@ def write_tables(rows: list[dict], collections: list[str], record: dict, runs: d
         lines.append("| " + " | ".join(cells) + " |")
     recipe = record.get("recipe", {})
     lines += ["", f"Size and speed columns are from the {collections[0]} run. Each evaluation ran alone, "
-              f"with {record.get('recipe', {}).get('threads', '?')} torch threads.", "",
+              f"with {record.get('recipe', {}).get('threads', '?')} torch threads."]
+    for row in rows:
+        if row.get("resumed_docs"):
+            lines.append(f"{row['system']} on {row['collection']}: {row['resumed_docs']} documents were read back from "
+                         "an earlier, interrupted run's finished blocks, so this row does not measure encoding speed.")
+    start = path.parent / "bench-training-start.json"
+    if start.exists():
+        found = json.loads(start.read_text())
+        lines += ["", f"## Starting points, from the activation cache ({found['split']} queries, "
+                  f"`python -m csplade_pyserini.benchmarks.start_point`, measured {found['measured']})", "",
+                  "Document vectors from the recipe's cached max-pooled logits, queries encoded live, exact ranking "
+                  "over the whole corpus, ir-measures; the trained row checks this evaluator against the pipeline's.",
+                  "", "| model | nDCG@10 | R@100 | terms/doc | terms/query |", "|---|---|---|---|---|"]
+        for row in found["rows"]:
+            lines.append(f"| {row['model']} | {row['scores']['nDCG@10']:.4f} | {row['scores']['R@100']:.4f} | "
+                         f"{row['terms_per_doc']} | {row['terms_per_query']} |")
+    lines += ["",
               "## The training recipe (one command, measured as a whole process)", "",
               "; ".join(f"`python -m csplade_pyserini.train recipe{' --pure' if p.get('pure') else ''}`: "
                         f"{cell(p.get('wall_s'), '.0f')} s wall, peak RSS {cell(p.get('peak_rss_mb'), '.0f')} MB "
@@ -186,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--work", default=str(RUNS_DIR / "train" / "cpu-recipe"), help="the recipe's output folder")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--name", default="bench-training", help="results file stem")
+    parser.add_argument("--measured-only", action="store_true",
+                        help="tabulate the evaluations already measured; run nothing (an interrupted benchmark)")
     return parser
 
 
