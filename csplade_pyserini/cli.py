@@ -13,7 +13,8 @@ from csplade_pyserini.errors import CspladeError
 
 def add_model_args(parser: argparse.ArgumentParser, default: str = "csplade") -> None:
     parser.add_argument("--encoder", default=default, metavar="SPEC",
-                        help="csplade[:MODEL][,key=value...] (MODEL: checkpoint, card, HF folder, .gguf, hub id)")
+                        help="csplade[:MODEL][,key=value...] (MODEL: checkpoint, card, preset, HF folder, .gguf, hub id); "
+                             "searching also takes a pre-encoded query file (.jsonl)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 ...")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch/Lucene threads (default: all cores)")

@@ -33,3 +33,7 @@ class ModelSpecError(CspladeError, ValueError):
 
 class VocabularyMismatchError(CspladeError, ValueError):
     """The query encoder's term vocabulary is not the one the index was built with."""
+
+
+class PyseriniMismatchError(CspladeError, RuntimeError):
+    """The installed Pyserini's internals are not those the start-up hook patches (another Pyserini line)."""

@@ -88,13 +88,17 @@ class _Precomputed:
 def search(index_dir: str | Path, topics: dict[str, str], encoder, hits: int = 1000, threads: int = 1,
            batch_size: int = 64, min_idf: float = 0.0, device: str = "cpu", output: str | Path | None = None,
            tag: str = "csplade") -> tuple[dict[str, list[tuple[str, float]]], SearchStats]:
-    """Search ``topics``; ``encoder`` is a csplade spec or any Pyserini query encoder (baselines)."""
+    """Search ``topics``; ``encoder`` is a csplade spec, a pre-encoded query file or any Pyserini query
+    encoder (baselines)."""
     from pyserini.search.lucene import LuceneImpactSearcher
 
     if isinstance(encoder, str):
-        from csplade_pyserini.integration.encoders import CspladeQueryEncoder
+        from csplade_pyserini.integration.encoders import CspladeQueryEncoder, PreEncodedQueryEncoder
 
-        encoder = CspladeQueryEncoder(encoder, device=device)
+        if Path(encoder).is_file():  # a pre-encoded query file (csplade_pyserini.encode_queries)
+            encoder = PreEncodedQueryEncoder(encoder)
+        else:
+            encoder = CspladeQueryEncoder(encoder, device=device)
     searcher = LuceneImpactSearcher(str(index_dir), encoder, min_idf=min_idf)
     check = getattr(encoder, "check_index_vocabulary", None)
     if check is not None:  # explicit: also without the start-up hook's patch of Pyserini

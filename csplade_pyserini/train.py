@@ -79,6 +79,8 @@ def data_parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("--checkpoint", required=True, help="checkpoint folder (with csplade_card.json)")
         parser.add_argument("--output-dir", required=True, help="folder of the standalone model")
         parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+        parser.add_argument("--sentence-transformers", action="store_true",
+                            help="also a Sentence Transformers SparseEncoder folder (sentence-transformers >= 5)")
     return parser
 
 
@@ -115,7 +117,8 @@ def _data_command(command: str, argv: list[str]) -> int:
     else:
         from csplade_pyserini.training.checkpoint import export_merged
 
-        out = export_merged(values["checkpoint"], values["output_dir"], values["dtype"])
+        out = export_merged(values["checkpoint"], values["output_dir"], values["dtype"],
+                            sentence_transformers=values["sentence_transformers"])
         logger.info("standalone model in %s (use it as --encoder csplade:%s)", out, out)
     return 0
 

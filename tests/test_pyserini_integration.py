@@ -61,10 +61,19 @@ def test_trec_eval_and_ir_measures_agree(literal_pipeline):
     assert ours["R@100"] > 0  # the judged documents of the slice are retrievable
 
 
-def test_our_clis_reproduce_the_literal_commands(literal_pipeline):
+@pytest.fixture(scope="module")
+def our_index(literal_pipeline):
+    """The same slice through our encode and index CLIs (the index records the model that built it)."""
     work, spec = literal_pipeline["work"], literal_pipeline["spec"]
     run_python("-m", "csplade_pyserini.encode", "--corpus", str(literal_pipeline["corpus"]), "--embeddings",
                str(work / "ours-vectors"), "--encoder", spec, "--threads", "1")
+    run_python("-m", "csplade_pyserini.index", "--input", str(work / "ours-vectors"), "--index",
+               str(work / "ours-index"), "--threads", "1")
+    return work / "ours-index"
+
+
+def test_our_clis_reproduce_the_literal_commands(literal_pipeline, our_index):
+    work, spec = literal_pipeline["work"], literal_pipeline["spec"]
     literal = {json.loads(l)["id"]: json.loads(l)["vector"] for l in open(work / "vectors" / "embeddings.jsonl")}
     ours = {}
     for path in sorted((work / "ours-vectors").glob("*.jsonl")):
@@ -74,8 +83,6 @@ def test_our_clis_reproduce_the_literal_commands(literal_pipeline):
     assert ours.keys() == literal.keys()
     differing = [d for d in ours if ours[d] != literal[d]]
     assert len(differing) <= len(ours) // 10  # batch composition may flip a rounding at the 0.5 boundary
-    run_python("-m", "csplade_pyserini.index", "--input", str(work / "ours-vectors"), "--index",
-               str(work / "ours-index"), "--threads", "1")
     info = json.loads((work / "ours-index" / "csplade-index.info").read_text())
     assert info["index"]["documents"] == len(ours) and info["term_fingerprint"]
     run_python("-m", "csplade_pyserini.search", "--index", str(work / "ours-index"), "--topics",
@@ -132,3 +139,41 @@ def test_failed_indexing_leaves_no_index(tmp_path):
                         check=False)
     assert result.returncode == 2 and "docs.jsonl:1" in result.stderr and "integers" in result.stderr
     assert not (tmp_path / "index").exists()
+
+
+def test_pre_encoded_queries_give_the_same_run(literal_pipeline, tmp_path):
+    """Pyserini's own pre-encoded query path (``--encoder FILE.jsonl``) repeats the on-the-fly run exactly."""
+    work, spec = literal_pipeline["work"], literal_pipeline["spec"]
+    queries = tmp_path / "queries.csplade.jsonl"
+    run_python("-m", "csplade_pyserini.encode_queries", "--topics", "beir-v1.0.0-scifact.test", "--encoder", spec,
+               "--output", str(queries), "--threads", "1")
+    records = [json.loads(line) for line in queries.read_text().splitlines()]
+    assert len(records) == 300 and all(set(r) == {"id", "contents", "vector"} for r in records)
+    assert all(isinstance(w, int) and w > 0 for r in records for w in r["vector"].values())
+    run_python("-m", "pyserini.search.lucene", "--index", str(work / "index"), "--topics", "beir-v1.0.0-scifact.test",
+               "--encoder", str(queries), "--impact", "--output", str(tmp_path / "run.txt"), "--hits", "1000")
+    assert (tmp_path / "run.txt").read_text() == (work / "run.txt").read_text()
+    run_python("-m", "csplade_pyserini.search", "--index", str(work / "index"), "--topics", "beir-v1.0.0-scifact.test",
+               "--encoder", str(queries), "--output", str(tmp_path / "ours.txt"), "--hits", "1000", "--threads", "1")
+    ours = {(l.split()[0], l.split()[2]) for l in (tmp_path / "ours.txt").read_text().splitlines()}
+    assert ours == {(l.split()[0], l.split()[2]) for l in (work / "run.txt").read_text().splitlines()}
+
+
+def test_pre_encoded_queries_of_another_model_are_refused(literal_pipeline, our_index, tmp_path):
+    """Against an index our ``index`` built (it records the model), as a live query encoder would be."""
+    spec = literal_pipeline["spec"]
+    queries = tmp_path / "echo-queries.jsonl"
+    run_python("-m", "csplade_pyserini.encode_queries", "--topics", str(literal_pipeline["topics"]), "--encoder",
+               spec + ",variant=echo", "--output", str(queries), "--threads", "1")
+    result = run_python("-m", "pyserini.search.lucene", "--index", str(our_index), "--topics",
+                        str(literal_pipeline["topics"]), "--encoder", str(queries), "--impact",
+                        "--output", str(tmp_path / "run.txt"), check=False)
+    assert result.returncode != 0 and "variant: 'causal' (index) vs 'echo'" in result.stderr
+    assert not (tmp_path / "run.txt").exists()
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(queries.read_text().splitlines()[0] + "\n" + '{"id": "q2", "contents": "x"}\n')
+    (tmp_path / "broken.jsonl.info.json").write_text((tmp_path / "echo-queries.jsonl.info.json").read_text())
+    result = run_python("-m", "csplade_pyserini.search", "--index", str(our_index), "--topics",
+                        str(literal_pipeline["topics"]), "--encoder", str(broken), "--output", str(tmp_path / "r.txt"),
+                        check=False)
+    assert result.returncode != 0 and "broken.jsonl:2, field 'vector'" in result.stderr

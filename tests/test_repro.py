@@ -51,6 +51,16 @@ def test_shipped_matrices_validate(collection):
             assert not condition.published
             # measured here or not yet measured (null), never published figures
             assert all(v is None or 0.0 <= v <= 1.0 for e in condition.topics for v in e.scores.values())
+    from csplade_pyserini.model.presets import PRESETS
+
+    for name, preset in PRESETS.items():  # one condition per published checkpoint, run when the hub is there
+        condition = matrix.condition(f"preset-{name}")
+        assert condition.model == f"csplade:{name}" and f"--encoder csplade:{name} " in condition.command
+        assert condition.requires == [f"hub:{preset.card['backbone'] or preset.card['adapter']}"]
+        published = [(e.topic, e.scores) for e in condition.topics if e.published]
+        assert published == ([("scifact", {"nDCG@10": 0.756, "R@100": None})]
+                             if (name, collection) == ("laconic-1b", "beir") else [])
+        assert all(v is None for e in condition.topics if not e.published for v in e.scores.values())
     if collection == "msmarco-passage":
         assert [t.key for t in matrix.topics] == ["dl19", "dl20", "dev", "dl19-pool"]
         assert matrix.column("dl19").metrics == {"MAP": "AP(rel=2)", "nDCG@10": "nDCG@10", "R@1K": "R(rel=2)@1000"}
@@ -155,6 +165,12 @@ def test_unavailable_corpora_are_skipped_with_the_reason(tmp_path, monkeypatch):
     assert online[("bm25-flat", "dl19")] == "search" and online[("splade-tiny", "dl19")] == "skip"
     (tmp_path / "index" / "msmarco-v1-passage.splade-tiny").mkdir(parents=True)
     assert {j.column.key: j.mode for j in plan(matrix, ["splade-tiny"], Settings())}["dl20"] == "search"
+    # a preset needs its hub repository: skipped offline (empty cache), run when downloads are allowed
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    preset = {j.column.key: j for j in plan(matrix, ["preset-laconic-1b"], Settings())}
+    assert preset["dl19-pool"].mode == "skip" and "requires hub:utahnlp/laconic-1b" in preset["dl19-pool"].reason
+    assert {j.column.key: j.mode for j in plan(matrix, ["preset-laconic-1b"],
+                                               Settings(allow_download=True))}["dl19-pool"] == "pipeline"
 
     lines = []
     outcome = run_matrix(matrix, plan(matrix, ["splade-pp-ed"], Settings(output=tmp_path / "out")), Settings(

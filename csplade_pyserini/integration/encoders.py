@@ -68,35 +68,88 @@ class CspladeQueryEncoder(QueryEncoder):
         return [self._cache[t] for t in texts]
 
     def check_index_vocabulary(self, index_dir: str | Path, index_terms: Iterable[str]) -> None:
-        """Refuse an index built with another vocabulary (every query term would silently miss) or by a model
-        whose query side differs (same vocabulary, other vectors: the scores would silently mean nothing)."""
-        from csplade_pyserini.model.card import card_differences
+        """Refuse an index built with another vocabulary or by a model whose query side differs."""
+        check_index_compatibility(index_dir, index_terms, term_fingerprint=self.model.term_map.fingerprint(),
+                                  card=self.model.card, weight_files=self.model.weight_files(),
+                                  known_terms=self.model.term_map.term_set(), source=self.model.card.backbone)
 
-        index_dir = Path(index_dir)
-        info_path = index_dir / INDEX_INFO_NAME
-        mine = self.model.term_map.fingerprint()
-        if info_path.exists():
-            info = json.loads(info_path.read_text(encoding="utf-8"))
-            theirs = info.get("term_fingerprint")
-            if theirs and theirs != mine:
-                raise VocabularyMismatchError(
-                    f"{info_path}: the index was built with term vocabulary {theirs} "
-                    f"({info.get('card', {}).get('backbone')}), the query encoder uses {mine} "
-                    f"({self.model.card.backbone}); encode queries with the model that built the index")
-            if "card" in info:
-                differences = card_differences(info["card"], info.get("weight_files", {}), self.model.card,
-                                               self.model.weight_files())
-                if differences:
-                    raise VocabularyMismatchError(
-                        f"{info_path}: the query encoder is not the model that built the index: "
-                        + "; ".join(differences) + ". Search with the encoder spec the index was built with")
-        known = self.model.term_map.term_set()
-        terms = list(index_terms)
-        if not terms:
+
+class PreEncodedQueryEncoder(QueryEncoder):
+    """Vectors from a file written by ``csplade_pyserini.encode_queries`` (Pyserini's pre-encoded format),
+    checked against the index like a live encoder through the file's ``.info.json``."""
+
+    def __init__(self, path: str | Path):
+        from csplade_pyserini.encode_queries import queries_info_path, read_encoded_queries
+
+        super().__init__()
+        self.path = Path(path)
+        self.vectors = read_encoded_queries(self.path)
+        info_file = queries_info_path(self.path)
+        self.info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.exists() else None
+
+    def encode(self, text: str, **_ignored) -> dict[str, int]:
+        try:
+            return self.vectors[text.strip()]
+        except KeyError:
+            raise InputError(f"query {text[:60]!r} is not in the pre-encoded query file (encoded for other "
+                             "topics?); encode these topics with csplade_pyserini.encode_queries",
+                             path=self.path) from None
+
+    def encode_batch(self, texts: Sequence[str], progress=None) -> list[dict[str, int]]:
+        vectors = [self.encode(t) for t in texts]
+        if progress is not None:
+            progress.update(len(texts))
+        return vectors
+
+    def check_index_vocabulary(self, index_dir: str | Path, index_terms: Iterable[str]) -> None:
+        if self.info is None:
+            logger.warning("%s has no .info.json: its vectors cannot be checked against the index's model", self.path)
             return
-        foreign = [t for t in terms if t not in known]
-        if len(foreign) > (1 - MIN_SHARED_TERMS) * len(terms):
+        from csplade_pyserini.model.card import ModelCard
+
+        check_index_compatibility(index_dir, index_terms, term_fingerprint=self.info.get("term_fingerprint"),
+                                  card=ModelCard.from_dict(self.info["card"], source=self.path),
+                                  weight_files=self.info.get("weight_files", {}), known_terms=None,
+                                  source=str(self.path))
+
+
+def is_preencoded_queries(reference) -> bool:
+    """A pre-encoded query file that ``csplade_pyserini.encode_queries`` wrote (it has its info file)."""
+    from csplade_pyserini.encode_queries import queries_info_path
+
+    return isinstance(reference, (str, Path)) and Path(reference).is_file() and queries_info_path(reference).exists()
+
+
+def check_index_compatibility(index_dir: str | Path, index_terms: Iterable[str], *, term_fingerprint: str | None,
+                              card, weight_files: dict, known_terms: set[str] | None, source: str) -> None:
+    """Refuse an index built with another vocabulary (every query term would silently miss) or by a model
+    whose query side differs (same vocabulary, other vectors: the scores would silently mean nothing)."""
+    from csplade_pyserini.model.card import card_differences
+
+    index_dir = Path(index_dir)
+    info_path = index_dir / INDEX_INFO_NAME
+    if info_path.exists():
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        theirs = info.get("term_fingerprint")
+        if theirs and term_fingerprint and theirs != term_fingerprint:
             raise VocabularyMismatchError(
-                f"{index_dir}: {len(foreign)} of {len(terms)} index terms are not in the query encoder's "
-                f"vocabulary ({self.model.card.backbone}), e.g. {foreign[:5]}; the index was built by another "
-                f"model or tokenizer")
+                f"{info_path}: the index was built with term vocabulary {theirs} "
+                f"({info.get('card', {}).get('backbone')}), the queries use {term_fingerprint} "
+                f"({source}); encode queries with the model that built the index")
+        if "card" in info:
+            differences = card_differences(info["card"], info.get("weight_files", {}), card, weight_files)
+            if differences:
+                raise VocabularyMismatchError(
+                    f"{info_path}: the query encoder is not the model that built the index: "
+                    + "; ".join(differences) + ". Search with the encoder spec the index was built with")
+    if known_terms is None:
+        return
+    terms = list(index_terms)
+    if not terms:
+        return
+    foreign = [t for t in terms if t not in known_terms]
+    if len(foreign) > (1 - MIN_SHARED_TERMS) * len(terms):
+        raise VocabularyMismatchError(
+            f"{index_dir}: {len(foreign)} of {len(terms)} index terms are not in the query encoder's "
+            f"vocabulary ({source}), e.g. {foreign[:5]}; the index was built by another "
+            f"model or tokenizer")

@@ -10,6 +10,33 @@ from csplade_pyserini.integration import java
 logger = logging.getLogger(__name__)
 
 _JAVA_HOME = None
+SUPPORTED = "1.6"  # the Pyserini line whose private names the patches below are written against
+
+
+def pyserini_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pyserini")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def require(module, *names: str) -> None:
+    """Refuse, before anything is changed, a Pyserini whose internals the patches do not know: the hook
+    patches private names, and patching a moved one would fail silently or half-way."""
+    from csplade_pyserini.errors import PyseriniMismatchError
+
+    for dotted in names:
+        target = module
+        for part in dotted.split("."):
+            if not hasattr(target, part):
+                raise PyseriniMismatchError(
+                    f"csplade-pyserini cannot plug into Pyserini {pyserini_version()}: {module.__name__} has no "
+                    f"{dotted} (the hook is written for Pyserini {SUPPORTED}.x, whose internals it patches). "
+                    f"Install pyserini=={SUPPORTED}.0 (make install does), or set CSPLADE_PYSERINI_HOOK=0 to run "
+                    "this Pyserini without the CSPLADE encoders")
+            target = getattr(target, part)
 
 
 def prepare_environment() -> None:
@@ -34,6 +61,7 @@ def prepare_jvm_options() -> None:
 def add_topic_aliases(module) -> None:
     """Accept BEIR names as Anserini spells its files (``beir-v1.0.0-scifact.test``) besides Pyserini's
     ``beir-v1.0.0-scifact-test``; both resolve to the same Anserini topics and qrels."""
+    require(module, "topics_mapping", "qrels_mapping")
     for mapping in (module.topics_mapping, module.qrels_mapping):
         for name, value in list(mapping.items()):
             if name.startswith("beir-v1.0.0-") and name.endswith("-test"):
@@ -56,6 +84,8 @@ PARTIAL_MARKER = "csplade-encoding.partial"  # in a literal pyserini.encode outp
 def patch_document_encoders(module) -> None:
     """Put ``csplade`` first in ``document_encoder_class_map`` (the first substring match wins); read only
     ``corpus.jsonl`` from a BEIR folder; mark Pyserini's JSONL output as partial until it is complete."""
+    require(module, "document_encoder_class_map", "JsonlCollectionIterator._load",
+            "JsonlRepresentationWriter.__enter__", "JsonlRepresentationWriter.__exit__")
     mapping = module.document_encoder_class_map
     others = {k: v for k, v in mapping.items() if k != "csplade"}
     mapping.clear()
@@ -123,7 +153,9 @@ def _patch_jsonl_writer(writer_cls) -> None:
 
 
 def patch_impact_searcher(module) -> None:
-    """Resolve ``csplade[:MODEL]`` query encoders and check their vocabulary against the index."""
+    """Resolve ``csplade[:MODEL]`` query encoders (and our pre-encoded query files) and check their
+    vocabulary and model against the index."""
+    require(module, "LuceneImpactSearcher._init_query_encoder_from_str", "LuceneImpactSearcher.__init__")
     searcher_cls = module.LuceneImpactSearcher
     if getattr(searcher_cls, "_csplade_patched", False):
         return
@@ -137,6 +169,10 @@ def patch_impact_searcher(module) -> None:
             from csplade_pyserini.integration.encoders import CspladeQueryEncoder
 
             return CspladeQueryEncoder(query_encoder)
+        from csplade_pyserini.integration.encoders import PreEncodedQueryEncoder, is_preencoded_queries
+
+        if is_preencoded_queries(query_encoder):  # ours: Pyserini's format plus the model's info, checked
+            return PreEncodedQueryEncoder(query_encoder)
         return original_from_str(query_encoder)
 
     @functools.wraps(original_init)

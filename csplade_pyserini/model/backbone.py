@@ -165,11 +165,74 @@ def load_causal_lm(source: BackboneSource, dtype: str = "float32", attn_implemen
     return model.to(device)
 
 
-def apply_adapter(model, adapter_dir: Path, merge: bool = True, trainable: bool = False):
-    """Attach a peft LoRA adapter; merged for inference (one matmul per layer instead of three)."""
+def apply_adapter(model, adapter_dir: Path | str, merge: bool = True, trainable: bool = False):
+    """Attach a peft LoRA adapter (a folder, or a hub id from :func:`resolve_adapter`); merged for inference
+    (one matmul per layer instead of three)."""
     from peft import PeftModel
 
-    if not adapter_dir.exists():
+    if isinstance(adapter_dir, Path) and not adapter_dir.exists():
         raise ModelSpecError(f"adapter folder does not exist: {adapter_dir}")
-    peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+    except (OSError, ValueError) as exc:
+        if isinstance(adapter_dir, Path) or Path(adapter_dir).exists():
+            raise
+        raise ModelSpecError(f"the adapter {adapter_dir!r} is not a local folder and could not be fetched from "
+                             f"the Hugging Face hub (offline?): {exc}") from None
     return peft_model.merge_and_unload() if merge else peft_model
+
+
+def resolve_adapter(reference: str, base_dir: Path | None = None) -> str:
+    """A card's ``adapter``: a folder (relative to the card) when it exists, else a hub id."""
+    path = Path(reference).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    if path.is_dir():
+        return str(path)
+    looks_like_path = reference.startswith((".", "/", "~")) or Path(reference).is_absolute()
+    if looks_like_path or not _HUB_ID.match(reference) or reference.count("/") != 1:
+        raise ModelSpecError(f"adapter folder does not exist: {path}")
+    return reference  # a hub id, fetched by peft (or found in the local Hugging Face cache)
+
+
+def adapter_base_model(adapter: str) -> str:
+    """The base model an adapter was trained on (``base_model_name_or_path`` of its ``adapter_config.json``)."""
+    from peft import PeftConfig
+
+    try:
+        config = PeftConfig.from_pretrained(adapter)
+    except (OSError, ValueError) as exc:
+        raise ModelSpecError(f"cannot read the adapter config of {adapter!r} (offline, or not a peft adapter): "
+                             f"{exc}") from None
+    if not config.base_model_name_or_path:
+        raise ModelSpecError(f"the adapter {adapter!r} names no base model; set the card's backbone")
+    return config.base_model_name_or_path
+
+
+def _tokenizer_source(card, base_dir: Path | None, adapter: str | None, backbone: BackboneSource) -> BackboneSource:
+    """The card's ``tokenizer`` if set; else a local adapter folder that carries one; else the backbone."""
+    if card.tokenizer is not None:
+        path = Path(card.tokenizer).expanduser()
+        path = Path(base_dir) / path if base_dir is not None and not path.is_absolute() else path
+        if path.is_dir() and (path / "tokenizer_config.json").exists():  # tokenizer files only, no model
+            return BackboneSource("folder", str(path.resolve()))
+        return resolve_backbone(card.tokenizer, base_dir)
+    if adapter is not None and (Path(adapter) / "tokenizer_config.json").exists():
+        return BackboneSource("folder", str(Path(adapter).resolve()))
+    return backbone
+
+
+def load_card_model(card, base_dir: Path | None = None, device: str = "cpu", dtype: str | None = None,
+                    merge: bool = True):
+    """The LM and tokenizer a model card describes: backbone (or the adapter's base model), adapter (a folder
+    or a hub id, merged unless ``merge=False``), tokenizer (the card's, the adapter's or the backbone's) with
+    the card's padding side. The one place every loader (encoders, export) goes through."""
+    adapter = resolve_adapter(card.adapter, base_dir) if card.adapter else None
+    backbone_ref = card.backbone if card.backbone is not None else adapter_base_model(adapter)
+    source = resolve_backbone(backbone_ref, base_dir)
+    model = load_causal_lm(source, dtype=dtype or card.dtype, device=device)
+    if adapter is not None:
+        model = apply_adapter(model, adapter, merge=merge)
+    tokenizer = load_tokenizer(_tokenizer_source(card, base_dir, adapter, source))
+    tokenizer.padding_side = card.padding_side
+    return model, tokenizer

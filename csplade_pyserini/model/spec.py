@@ -1,6 +1,7 @@
 """``csplade[:MODEL][,key=value...]`` encoder specs, as typed after Pyserini's ``--encoder``.
 
-``MODEL`` is a checkpoint folder holding ``csplade_card.json``, a card file itself, or a backbone
+``MODEL`` is a checkpoint folder holding ``csplade_card.json``, a card file itself, a preset name for a
+published checkpoint (``laconic-1b``, ``lion-sp-8b``...: ``model/presets.py``), or a backbone
 (``smollm2``, a Hugging Face folder, a ``.gguf`` file, a hub id). ``key=value`` pairs override card
 fields, for example ``csplade,variant=echo`` or ``csplade:ckpt/best,max_doc_length=512``.
 """
@@ -14,6 +15,7 @@ from typing import Any
 
 from csplade_pyserini.errors import InputError, ModelSpecError
 from csplade_pyserini.model.card import CARD_NAME, ModelCard
+from csplade_pyserini.model.presets import preset_card
 from csplade_pyserini.paths import PACKAGE_DIR
 
 PREFIX = "csplade"
@@ -96,7 +98,10 @@ def resolve_card(model: str | None, overrides: dict[str, Any] | None = None) -> 
         card = ModelCard(**BARE_BACKBONE_DEFAULTS)
     else:
         path = Path(model).expanduser()
-        if path.is_file() and path.suffix == ".json":
+        preset = preset_card(model)
+        if preset is not None and not path.exists():  # a local file or folder of that name wins
+            card = ModelCard(**preset)
+        elif path.is_file() and path.suffix == ".json":
             card, base_dir = ModelCard.load(path), path.parent.resolve()
         elif path.is_dir() and (path / CARD_NAME).exists():
             card, base_dir = ModelCard.load(path), path.resolve()

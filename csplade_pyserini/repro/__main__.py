@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="pass --quick to the pipeline (judged docs + a sample); results labelled QUICK, never OK")
     parser.add_argument("--allow-download", action="store_true",
-                        help="treat Pyserini prebuilt index names as available (Pyserini downloads them)")
+                        help="treat Pyserini prebuilt index names and hub: requirements as available (downloaded on use)")
     parser.add_argument("--rerun", action="store_true", help="run commands even when their outputs exist")
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     return parser

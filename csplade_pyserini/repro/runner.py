@@ -141,6 +141,19 @@ def eval_command(run: str | Path, column: TopicColumn) -> str:
     return f"python -m csplade_pyserini.evaluate --run {run} --qrels {column.eval_key} --measures {measures}"
 
 
+def requirement_met(requirement: str, settings: Settings) -> bool:
+    """A path that must exist, or ``hub:OWNER/NAME``: a Hugging Face repository, met when downloads are
+    allowed or the repository is already in the local Hugging Face cache."""
+    if not requirement.startswith("hub:"):
+        return Path(requirement).exists()
+    if settings.allow_download:
+        return True
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = requirement[len("hub:"):]
+    return any(isinstance(try_to_load_from_cache(repo, name), str) for name in ("config.json", "adapter_config.json"))
+
+
 def _is_prebuilt(index: str) -> bool:
     return "/" not in index and os.sep not in index and not index.startswith(".")
 
@@ -164,7 +177,7 @@ def plan(matrix: Matrix, names: list[str] | None, settings: Settings) -> list[Jo
             values.update(output=run, report=report)
             search_command = render(condition.command, values)
             index_command = render(condition.index_command, values) if condition.index_command else ""
-            missing = [r for r in condition.requires if not Path(r).exists()]
+            missing = [r for r in condition.requires if not requirement_met(r, settings)]
             mode, reason, command = "search", "", search_command
             if local and condition.pipeline:
                 mode, command = "pipeline", render(condition.pipeline, values) + (" --quick" if quick else "")

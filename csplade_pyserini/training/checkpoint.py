@@ -170,15 +170,17 @@ def resolve_adapter_dir(path: str | Path) -> Path:
 
 
 # --- export ----------------------------------------------------------------------------------------
-def export_merged(checkpoint: str | Path, output_dir: str | Path, dtype: str = "float32") -> Path:
+def export_merged(checkpoint: str | Path, output_dir: str | Path, dtype: str = "float32",
+                  sentence_transformers: bool = False) -> Path:
     """Merge a checkpoint's LoRA adapter into its backbone and write a standalone model folder.
 
-    The folder holds ``config.json``, the weights, the tokenizer and a card with ``backbone: "."`` and
-    no adapter, so it loads with ``csplade:OUTPUT_DIR`` (or plain transformers) without the original
-    backbone.
+    The folder holds ``config.json``, the weights, the tokenizer, the heads and a card with
+    ``backbone: "."`` and no adapter, so it loads with ``csplade:OUTPUT_DIR`` (or plain transformers)
+    without the original backbone; ``sentence_transformers`` also makes it a Sentence Transformers
+    ``SparseEncoder`` folder (``integration/st_sparse.py``).
     """
     from csplade_pyserini.atomic import atomic_dir
-    from csplade_pyserini.model.backbone import apply_adapter, load_causal_lm, load_tokenizer, resolve_backbone
+    from csplade_pyserini.model.backbone import load_card_model
 
     checkpoint = Path(checkpoint)
     if not (checkpoint / CARD_NAME).exists():
@@ -187,13 +189,8 @@ def export_merged(checkpoint: str | Path, output_dir: str | Path, dtype: str = "
         raise InputError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}", field="dtype")
     card = ModelCard.load(checkpoint)
     base_dir = checkpoint.resolve()
-    source = resolve_backbone(card.backbone, base_dir)
-    tokenizer = load_tokenizer(source)
     # Merge in float32 whatever the target precision, then cast once.
-    model = load_causal_lm(source, dtype="float32")
-    if card.adapter:
-        adapter = Path(card.adapter)
-        model = apply_adapter(model, adapter if adapter.is_absolute() else base_dir / adapter, merge=True)
+    model, tokenizer = load_card_model(card, base_dir, dtype="float32")
     model = model.to(getattr(torch, dtype))
     config = model.config
     if hasattr(config, "quantization_config"):
@@ -205,11 +202,20 @@ def export_merged(checkpoint: str | Path, output_dir: str | Path, dtype: str = "
         tokenizer.save_pretrained(str(tmp))
         notes = dict(card.notes)
         notes["exported_from"] = {"adapter": bool(card.adapter), "dtype": dtype}
-        exported = card.replace(backbone=".", adapter=None, notes=notes)
+        exported = card.replace(backbone=".", adapter=None, tokenizer=None, notes=notes)
         if card.logit_bias:
             from csplade_pyserini.model.logit_bias import load_logit_bias, save_logit_bias
 
             exported = exported.replace(logit_bias=save_logit_bias(load_logit_bias(card.logit_bias, base_dir), tmp))
+        if card.lexical_head:
+            from csplade_pyserini.model.lexical import LexicalHead
+
+            head = LexicalHead.load(card.lexical_head, base_dir, config.hidden_size)
+            exported = exported.replace(lexical_head=head.save(tmp))
         exported.save(tmp)
+        if sentence_transformers:
+            from csplade_pyserini.integration.st_sparse import write_sentence_transformers_files
+
+            write_sentence_transformers_files(tmp)
     logger.info("exported a merged standalone model to %s", output_dir)
     return output_dir

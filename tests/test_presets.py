@@ -1,0 +1,173 @@
+"""Named presets for published checkpoints, wired through tiny random models in the published layouts.
+
+The hub cannot be reached here, so each preset's repositories are laid out in a local Hugging Face cache
+(``models--OWNER--NAME/snapshots/REV`` + ``refs/main``) exactly as the authors publish them (LACONIC: a
+full model without tokenizer files, the tokenizer in the Llama-3 base repo; Lion-SP: a peft adapter whose
+``adapter_config.json`` names its base model, the tokenizer in the adapter repo), and loaded with
+``HF_HUB_OFFLINE=1``: the same code path a user with internet takes, minus the download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import run_python
+from csplade_pyserini.model.presets import PRESETS
+from csplade_pyserini.model.spec import card_from_spec
+
+def publish(cache: Path, repo_id: str, files: dict[str, Path]) -> None:
+    """Put ``files`` (name -> local file) into the local hub cache as the snapshot of ``repo_id``."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    revision = hashlib.sha1(repo_id.encode()).hexdigest()
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for name, source in files.items():
+        shutil.copyfile(source, snapshot / name)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+
+
+@pytest.fixture(scope="module")
+def hub_cache(tmp_path_factory, tokenizer_dir):
+    """Every preset's repositories, with tiny random Llamas (SmolLM2's tokenizer stands in for Llama-3's)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    work = tmp_path_factory.mktemp("presets")
+    cache = work / "hub"
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                         tie_word_embeddings=True)
+    torch.manual_seed(0)
+    full = work / "full"
+    LlamaForCausalLM(config).save_pretrained(full)
+    tok = work / "tok"
+    tokenizer.save_pretrained(tok)
+    model_files = {name: full / name for name in ("config.json", "model.safetensors", "generation_config.json")}
+    tokenizer_files = {path.name: path for path in tok.iterdir()}  # what this transformers saves
+    for preset in PRESETS.values():
+        card = preset.card
+        if card["backbone"] is not None:  # LACONIC: a full model; its tokenizer lives in another repo
+            publish(cache, card["backbone"], model_files)
+            publish(cache, card["tokenizer"], {**tokenizer_files, "config.json": full / "config.json"})
+        else:  # Lion-SP: an adapter on the base model its adapter_config names; tokenizer (and the base's
+            # config.json, which the authors' loader reads) in the adapter repo
+            base = {"lion-sp-1b": "meta-llama/Llama-3.2-1B", "lion-sp-8b": "meta-llama/Meta-Llama-3-8B"}[preset.name]
+            publish(cache, base, model_files)
+            torch.manual_seed(1)
+            lora = get_peft_model(LlamaForCausalLM.from_pretrained(full), LoraConfig(
+                r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+            lora.peft_config["default"].base_model_name_or_path = base
+            adapter = work / preset.name
+            lora.save_pretrained(adapter)
+            publish(cache, card["adapter"], {"adapter_config.json": adapter / "adapter_config.json",
+                                             "adapter_model.safetensors": adapter / "adapter_model.safetensors",
+                                             "config.json": full / "config.json", **tokenizer_files})
+    return cache
+
+
+PROBE = r"""
+import json, sys, torch
+from csplade_pyserini.model.encoder import CspladeModel
+from csplade_pyserini.model.sparse import set_bidirectional
+spec = sys.argv[1]
+model = CspladeModel.from_spec(spec, cache=False)
+enc, tok = model.encoder, model.encoder.tokenizer
+texts = ["Cells divide by mitosis in most tissues of the body", "Aspirin"]
+ids = enc.tokenize(texts, "query")
+batch = enc.collate(ids, kind="query")
+# bidirectional attention: the first position's state depends on the last token
+a = torch.tensor([ids[0]]); b = a.clone(); b[0, -1] = (b[0, -1] + 7) % len(tok)
+ones = torch.ones_like(a)
+with torch.inference_mode():
+    first = (enc.hidden_states(a, ones)[0, 0] - enc.hidden_states(b, ones)[0, 0]).abs().max().item()
+    pooled = enc.max_logits(batch.input_ids, batch.attention_mask, batch.pool_mask)
+    weights = enc.forward(batch.input_ids, batch.attention_mask, batch.pool_mask)
+scale = model.card.resolved_logit_scale(enc.model.config.hidden_size)
+expected = torch.log1p(torch.relu(pooled.float() * (scale or 1.0)))
+expected = expected.index_fill(-1, enc.excluded_ids(expected.shape[-1], "cpu"), 0.0)
+together = model.encode(texts, kind="query")
+alone = [model.encode([t], kind="query")[0] for t in texts]
+print(json.dumps({
+    "card": model.card.to_dict(), "ids": ids, "bos": tok.bos_token_id, "decoded": [tok.decode(i) for i in ids],
+    "prefix_ids": tok(model.card.query_prefix, add_special_tokens=False)["input_ids"] if model.card.query_prefix else [],
+    "input_ids": batch.input_ids.tolist(), "pool_mask": batch.pool_mask.tolist(), "pad": tok.pad_token_id,
+    "padding_side": tok.padding_side, "causal_modules": sum(1 for m in enc.model.modules() if getattr(m, "is_causal", None) is True),
+    "first_state_change": first, "scale": scale, "activation_error": (weights - expected).abs().max().item(),
+    "terms": [len(v) for v in together], "weights_int": all(isinstance(w, int) for v in together for w in v.values()),
+    "batch_vs_alone": [sum(abs(x.get(t, 0) - y.get(t, 0)) > 1 for t in set(x) | set(y)) for x, y in zip(together, alone)],
+}))
+"""
+
+
+def probe(hub_cache: Path, spec: str) -> dict:
+    result = run_python("-c", PROBE, spec, env={"HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1",
+                                                "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_every_preset_resolves_to_its_authors_conventions():
+    for name, preset in PRESETS.items():
+        card, base_dir = card_from_spec(f"csplade:{name}")
+        assert card.name == name and base_dir is None and card.variant == "bidirectional"
+        assert card.add_bos == name.startswith("lion")  # LACONIC drops the BOS; Lion's code keeps it
+        assert card.quant_scale == 100.0
+    laconic = card_from_spec("csplade:laconic-8b")[0]
+    assert (laconic.backbone, laconic.tokenizer) == ("utahnlp/laconic-8b", "unsloth/Llama-3.2-1B")
+    assert (laconic.query_prefix, laconic.doc_prefix, laconic.doc_top_k, laconic.query_top_k) == (
+        "query: ", "passage: ", 512, 512)
+    lion = card_from_spec("csplade:lion-sp-8b,max_doc_length=192")[0]
+    assert lion.backbone is None and lion.adapter == lion.tokenizer == "hzeng/Lion-SP-8B-llama3-marco-mntp"
+    assert (lion.logit_scale, lion.padding_side, lion.query_prefix, lion.doc_prefix) == ("auto", "left", "", "")
+    assert (lion.max_query_length, lion.max_doc_length) == (64, 192)
+
+
+def test_laconic_preset_loads_the_published_layout(hub_cache):
+    out = probe(hub_cache, "csplade:laconic-1b")
+    assert out["card"]["name"] == "laconic-1b"
+    assert out["decoded"] == ["query: Cells divide by mitosis in most tissues of the body", "query: Aspirin"]
+    assert all(out["bos"] not in ids for ids in out["ids"])
+    assert out["padding_side"] == "right" and out["input_ids"][1][-1] == out["pad"]
+    assert out["causal_modules"] == 0 and out["first_state_change"] > 1e-4  # bidirectional attention on
+    assert out["scale"] is None and out["activation_error"] < 1e-5
+    assert out["terms"] == [512, 512] and out["weights_int"]  # top-512 terms (a random head is dense), x100 ints
+    assert out["batch_vs_alone"] == [0, 0]
+
+
+def test_lion_sp_preset_loads_adapter_base_and_tokenizer_from_the_hub_layout(hub_cache):
+    out = probe(hub_cache, "csplade:lion-sp-1b")
+    assert out["card"]["adapter"] == "hzeng/Lion-SP-1B-llama3-marco-mntp" and out["card"]["backbone"] is None
+    assert all(ids[0] == out["bos"] for ids in out["ids"])  # BOS kept
+    assert [d.endswith("Aspirin") and "query" not in d for d in out["decoded"]] == [False, True]  # no prompt
+    short, long_ = out["input_ids"][1], out["input_ids"][0]
+    assert out["padding_side"] == "left" and short[0] == out["pad"] and short[-1] != out["pad"]  # left padding
+    assert out["pool_mask"][1][-1] == 1 and out["pool_mask"][1][0] == 0 and long_[0] != out["pad"]
+    assert out["causal_modules"] == 0 and out["first_state_change"] > 1e-4
+    assert out["scale"] == pytest.approx(32 ** -0.25) and out["activation_error"] < 1e-5  # logit scale applied
+    assert out["weights_int"] and out["batch_vs_alone"] == [0, 0]  # left padding changes no weight
+
+
+def test_preset_through_the_literal_pyserini_encode(hub_cache, tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "contents": text}) + "\n" for i, text in enumerate(
+        ["Cells divide by mitosis.", "Aspirin reduces the risk of heart attack in adults over fifty years of age."])))
+    run_python("-m", "pyserini.encode", "input", "--corpus", str(corpus), "output", "--embeddings",
+               str(tmp_path / "vectors"), "encoder", "--encoder", "csplade:lion-sp-1b", "--device", "cpu",
+               env={"HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    lines = (tmp_path / "vectors" / "embeddings.jsonl").read_text().splitlines()
+    assert [json.loads(l)["id"] for l in lines] == ["d0", "d1"] and all(json.loads(l)["vector"] for l in lines)
+
+
+def test_a_preset_without_the_hub_fails_clearly(tmp_path):
+    result = run_python("-m", "csplade_pyserini.encode_queries", "--topics", "beir-v1.0.0-scifact.test", "--encoder",
+                        "csplade:laconic-3b", "--output", str(tmp_path / "q.jsonl"), check=False,
+                        env={"HF_HUB_CACHE": str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode != 0 and "utahnlp/laconic-3b" in result.stderr and "hub" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "q.jsonl").exists()
