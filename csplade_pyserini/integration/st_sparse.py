@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import torch
 from sentence_transformers.base.modules.input_module import InputModule
 
-from csplade_pyserini.model.pooling import keep_top_k
+from csplade_pyserini.model.pooling import SHAPE_MULTIPLE, keep_top_k
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ class CspladeSparseModule(InputModule):
                    **_ignored) -> dict[str, Any]:
         texts = [prompt + text if prompt else text for text in inputs]
         kind = _kind(task)
-        batch = self.encoder.collate(self.encoder.tokenize(texts, kind), kind=kind)
+        # padded to the same multiple as our own batches: in bf16 the padded width changes the rounding
+        batch = self.encoder.collate(self.encoder.tokenize(texts, kind), kind=kind, pad_multiple=SHAPE_MULTIPLE)
         return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "pool_mask": batch.pool_mask}
 
     def forward(self, features: dict[str, torch.Tensor], task: str | None = None, **_ignored) -> dict[str, Any]:
