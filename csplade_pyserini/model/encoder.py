@@ -35,7 +35,12 @@ class CspladeModel:
     def from_card(cls, card: ModelCard, base_dir: Path | None = None, device: str = "cpu") -> "CspladeModel":
         from csplade_pyserini.model.sparse import SparseEncoder
 
-        model, tokenizer = load_card_model(card, base_dir, device=device)
+        model, tokenizer = load_card_model(card, base_dir, device=device,
+                                           dtype="float32" if card.quantization else None)
+        if card.quantization:
+            from csplade_pyserini.model.quantization import quantize_decoder
+
+            quantize_decoder(model, card.quantization, device)
         model.eval()
         bias = lexical = None
         if card.logit_bias:

@@ -1,0 +1,136 @@
+"""Batch-1 query latency of the CSPLADE query encoder in each precision, against BM25, on one index.
+
+    python -m csplade_pyserini.benchmarks.query_latency            # make bench-latency
+
+What ``python -m pyserini.search.lucene --impact --encoder csplade`` does per query, timed apart: encode one
+query (the model, batch 1) and search the impact index with it (Lucene, one thread); BM25 searches its own
+index the same way in the same run. Each query-encoder precision (``dtype=float32``, ``dtype=bfloat16``,
+``quantization=int8-dynamic``) searches the same index, built once by the pipeline with the model at its
+card's precision, so the nDCG@10 column shows what the query side's precision costs. Term-set agreement is
+against the float32 query vectors. Model start-up is reported apart (it is paid once per process).
+Writes ``eval/results/bench-latency.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+from csplade_pyserini.atomic import atomic_file
+from csplade_pyserini.cli import run_cli, set_threads
+
+logger = logging.getLogger(__name__)
+RESULTS = Path("eval/results")
+VARIANTS = ("dtype=float32", "dtype=bfloat16", "quantization=int8-dynamic")
+
+
+def _ms(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {"mean": 1000 * statistics.fmean(ordered), "median": 1000 * statistics.median(ordered),
+            "p90": 1000 * ordered[int(0.9 * (len(ordered) - 1))]}
+
+
+def timed_search(searcher, qids: list[str], texts: list[str], hits: int) -> tuple[dict, list[float]]:
+    run, seconds = {}, []
+    for qid, text in zip(qids, texts):
+        start = time.perf_counter()
+        found = searcher.search(text, k=hits)
+        seconds.append(time.perf_counter() - start)
+        run[qid] = {h.docid: float(h.score) for h in found}
+    return run, seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m csplade_pyserini.benchmarks.query_latency", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="csplade", help="encoder spec whose index is searched")
+    parser.add_argument("--index", default="index/scifact.csplade.runs-train-cpu-recipe-model-best",
+                        help="its impact index (the pipeline builds it)")
+    parser.add_argument("--bm25-index", default="index/scifact.bm25/lucene")
+    parser.add_argument("--topics", default="beir-v1.0.0-scifact.test")
+    parser.add_argument("--hits", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (Lucene searches one query at a time)")
+    parser.add_argument("--name", default="bench-latency")
+    args = parser.parse_args(argv)
+    threads = set_threads(args.threads)
+
+    from pyserini.search.lucene import LuceneImpactSearcher, LuceneSearcher
+
+    from csplade_pyserini.datasets import load_topics
+    from csplade_pyserini.evaluation.measures import evaluate_run, measures_for
+    from csplade_pyserini.model.encoder import CspladeModel
+    from csplade_pyserini.search import _Precomputed
+
+    topics = load_topics(args.topics)
+    qids, texts = list(topics), [topics[q] for q in topics]
+    measures = measures_for(args.topics, ["nDCG@10", "R@100"])
+    rows = []
+    bm25 = LuceneSearcher(args.bm25_index)
+    bm25.set_bm25(0.9, 0.4)
+    timed_search(bm25, qids[:10], texts[:10], args.hits)  # warm-up
+    run, seconds = timed_search(bm25, qids, texts, args.hits)
+    rows.append({"system": "BM25 (Pyserini, flat)", "encode_ms": None, "search_ms": _ms(seconds),
+                 "total_ms": _ms(seconds), "scores": evaluate_run(run, args.topics, measures)})
+    reference = None
+    for variant in VARIANTS:
+        spec = f"{args.model},{variant}"
+        start = time.perf_counter()
+        model = CspladeModel.from_spec(spec, cache=False)
+        load_s = time.perf_counter() - start
+        for text in texts[:5]:  # warm-up (first calls allocate)
+            model.encode([text], kind="query")
+        vectors, encode_s = [], []
+        for text in texts:
+            begin = time.perf_counter()
+            vectors.append(model.encode([text], kind="query")[0])
+            encode_s.append(time.perf_counter() - begin)
+        searcher = LuceneImpactSearcher(args.index, _Precomputed(dict(zip(texts, vectors))))
+        timed_search(searcher, qids[:10], texts[:10], args.hits)
+        run, search_s = timed_search(searcher, qids, texts, args.hits)
+        searcher.close()
+        if reference is None:
+            reference = vectors
+        jaccard = [len(a.keys() & b.keys()) / max(1, len(a.keys() | b.keys())) for a, b in zip(reference, vectors)]
+        rows.append({"system": f"csplade query encoder, {variant}", "spec": spec, "load_s": load_s,
+                     "encode_ms": _ms(encode_s), "search_ms": _ms(search_s),
+                     "total_ms": _ms([e + s for e, s in zip(encode_s, search_s)]),
+                     "terms_per_query": statistics.fmean(len(v) for v in vectors),
+                     "term_jaccard_vs_fp32": statistics.fmean(jaccard),
+                     "scores": evaluate_run(run, args.topics, measures)})
+        logger.info("%s: %s", variant, rows[-1]["scores"])
+        del model
+    result = {"index": args.index, "topics": args.topics, "queries": len(qids), "torch_threads": threads,
+              "measured": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "rows": rows}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with atomic_file(RESULTS / f"{args.name}.json") as handle:
+        json.dump(result, handle, indent=2)
+    fp32 = rows[1]["encode_ms"]["mean"]
+    lines = [f"# Batch-1 query latency ({args.topics}, {len(qids)} queries, {threads} torch threads, measured "
+             f"{result['measured']}, nothing else running)", "",
+             "| system | encode ms/q (mean / median / p90) | search ms/q (mean) | total ms/q (mean) | vs BM25 | "
+             "encode speed-up vs fp32 | nDCG@10 | R@100 | terms/q | term Jaccard vs fp32 | load s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    bm25_total = rows[0]["total_ms"]["mean"]
+    for row in rows:
+        enc = row["encode_ms"]
+        lines.append("| " + " | ".join([
+            row["system"], "-" if enc is None else f"{enc['mean']:.1f} / {enc['median']:.1f} / {enc['p90']:.1f}",
+            f"{row['search_ms']['mean']:.2f}", f"{row['total_ms']['mean']:.1f}",
+            f"{row['total_ms']['mean'] / bm25_total:.1f}x", "-" if enc is None else f"{fp32 / enc['mean']:.2f}x",
+            f"{row['scores']['nDCG@10']:.4f}", f"{row['scores']['R@100']:.4f}",
+            "-" if enc is None else f"{row['terms_per_query']:.1f}",
+            "-" if enc is None else f"{row['term_jaccard_vs_fp32']:.3f}",
+            "-" if enc is None else f"{row['load_s']:.1f}"]) + " |")
+    text = "\n".join(lines) + "\n"
+    with atomic_file(RESULTS / f"{args.name}.md") as handle:
+        handle.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
