@@ -42,6 +42,9 @@ def encode_queries(topics: dict[str, str], encoder: str, output: str | Path, dev
     from csplade_pyserini.model.encoder import CspladeModel
 
     model = CspladeModel.from_spec(encoder, device=device)
+    if model.card.query_side != "model":
+        raise InputError(f"query_side {model.card.query_side} vectors depend on the searched index (its idf); they "
+                         "are computed at search time, not pre-encoded", field="query_side")
     qids = list(topics)
     texts = [topics[q].strip() for q in qids]  # Pyserini looks vectors up by the stripped text
     start = time.perf_counter()

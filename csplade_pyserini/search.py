@@ -103,6 +103,9 @@ def search(index_dir: str | Path, topics: dict[str, str], encoder, hits: int = 1
     check = getattr(encoder, "check_index_vocabulary", None)
     if check is not None:  # explicit: also without the start-up hook's patch of Pyserini
         check(index_dir, searcher.idf.keys())
+    attach = getattr(encoder, "attach_index", None)
+    if attach is not None:
+        attach(searcher.idf)
     qids, texts = list(topics), [topics[q] for q in topics]
     start = time.perf_counter()
     with tqdm(total=len(texts), desc="encode queries", unit="q", dynamic_ncols=True) as bar:

@@ -177,3 +177,24 @@ def test_pre_encoded_queries_of_another_model_are_refused(literal_pipeline, our_
                         str(literal_pipeline["topics"]), "--encoder", str(broken), "--output", str(tmp_path / "r.txt"),
                         check=False)
     assert result.returncode != 0 and "broken.jsonl:2, field 'vector'" in result.stderr
+
+
+def test_inference_free_query_side_weights_query_tokens_by_the_index_idf(literal_pipeline, tmp_path):
+    """``query_side=idf-tokens``: a query is its own tokens (prefix dropped) weighted round(30 x idf) of the
+    searched index, through the literal search command; documents are the model's."""
+    from pyserini.search.lucene import LuceneImpactSearcher
+
+    from csplade_pyserini.model.encoder import IDF_TOKEN_SCALE
+
+    work, spec = literal_pipeline["work"], literal_pipeline["spec"] + ",query_side=idf-tokens"
+    run_python("-m", "pyserini.search.lucene", "--index", str(work / "index"), "--topics", "beir-v1.0.0-scifact.test",
+               "--encoder", spec, "--impact", "--output", str(tmp_path / "run.txt"), "--hits", "100")
+    assert len({line.split()[0] for line in (tmp_path / "run.txt").read_text().splitlines()}) == 300
+    searcher = LuceneImpactSearcher(str(work / "index"), spec)
+    encoder = searcher.query_encoder
+    text = "Cells divide by mitosis"
+    ids = encoder.model.encoder.tokenize([text], "query")[0]
+    tokens = [encoder.model.term_map.terms[i] for i in ids[encoder.model.encoder.prefix_length(ids, "query"):]]
+    expected = {t: max(1, round(IDF_TOKEN_SCALE * searcher.idf[t])) for t in tokens if t in searcher.idf}
+    assert expected and encoder.encode(text) == expected
+    searcher.close()

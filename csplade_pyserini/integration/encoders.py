@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from pyserini.encode import DocumentEncoder, QueryEncoder
 
@@ -53,17 +53,34 @@ class CspladeQueryEncoder(QueryEncoder):
         self.has_model = True
         self.model = CspladeModel.from_spec(encoder_name, device=str(device))
         self._cache: dict[str, dict[str, int]] = {}
+        self._idf: Mapping[str, float] | None = None
+
+    def attach_index(self, idf: Mapping[str, float]) -> None:
+        """The searched index's per-term idf (Pyserini's ``LuceneImpactSearcher.idf``): the inference-free
+        query side (card ``query_side: idf-tokens``) weights query tokens with it."""
+        self._idf = idf
+
+    def _encode_many(self, texts: list[str], progress=None) -> list[dict[str, int]]:
+        if self.model.card.query_side == "idf-tokens":
+            if self._idf is None:
+                raise InputError("query_side idf-tokens weights query tokens by the searched index's idf: search "
+                                 "through pyserini.search.lucene --impact or csplade_pyserini.search", field="query_side")
+            vectors = self.model.idf_token_vectors(texts, self._idf)
+            if progress is not None:
+                progress.update(len(texts))
+            return vectors
+        return self.model.encode(texts, kind="query", progress=progress)
 
     def encode(self, text: str, **_ignored) -> dict[str, int]:
         if text not in self._cache:
-            self._cache[text] = self.model.encode([text], kind="query")[0]
+            self._cache[text] = self._encode_many([text])[0]
         return self._cache[text]
 
     def encode_batch(self, texts: Sequence[str], progress=None) -> list[dict[str, int]]:
         """Encode many queries at once (sorted batches) and remember them for :meth:`encode`."""
         todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if todo:
-            for text, vector in zip(todo, self.model.encode(todo, kind="query", progress=progress)):
+            for text, vector in zip(todo, self._encode_many(todo, progress=progress)):
                 self._cache[text] = vector
         return [self._cache[t] for t in texts]
 

