@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install demo demo-quick train test bench bench-encoding bench-retrieval bench-training bench-latency clean-venv
+.PHONY: install demo demo-quick train test bench bench-encoding bench-retrieval bench-training bench-latency bench-engines clean-venv
 
 install: $(STAMP)
 
@@ -41,7 +41,7 @@ test: install
 	$(PY) -m pytest -q
 
 # Benchmarks are commands, not tests: each writes eval/results/bench-*.{md,json} (hours of CPU in all).
-bench: bench-encoding bench-retrieval bench-training bench-latency
+bench: bench-encoding bench-retrieval bench-training bench-latency bench-engines
 
 bench-encoding: install
 	$(PY) -m csplade_pyserini.benchmarks.encoding --docs 256 $(BENCH_ARGS)
@@ -55,6 +55,9 @@ bench-training: install
 # after bench-training (or make demo): it searches the default model's SciFact index
 bench-latency: install
 	$(PY) -m csplade_pyserini.benchmarks.query_latency $(BENCH_ARGS)
+
+bench-engines: install
+	$(PY) -m csplade_pyserini.benchmarks.engines $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

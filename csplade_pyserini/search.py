@@ -21,6 +21,7 @@ from tqdm import tqdm
 from csplade_pyserini.atomic import atomic_file
 from csplade_pyserini.cli import add_model_args, run_cli, set_threads
 from csplade_pyserini.datasets import load_topics
+from csplade_pyserini.seismic_search import SeismicSettings
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--min-idf", type=float, default=0.0)
     parser.add_argument("--run-tag", default="csplade")
+    engine = parser.add_argument_group("engine", "Lucene impact search (Anserini), or Seismic over the vectors")
+    engine.add_argument("--engine", choices=("lucene", "seismic"), default="lucene",
+                        help="seismic: --index is the JsonVectorCollection folder (pip install pyseismic-lsr)")
+    engine.add_argument("--seismic-exact", action="store_true", help="no approximation: Lucene's exact scores")
+    defaults = SeismicSettings()
+    for name, kind, help_text in (("n_postings", int, "postings kept per term (average)"),
+                                  ("summary_energy", float, "energy each block summary keeps"),
+                                  ("query_cut", int, "query terms used (largest first)"),
+                                  ("heap_factor", float, "block skipping slack (1 = only provably useless blocks)")):
+        engine.add_argument(f"--seismic-{name.replace('_', '-')}", type=kind, default=getattr(defaults, name),
+                            help=help_text)
     return parser
 
 
@@ -161,11 +173,48 @@ def check_arguments(args, topics: dict[str, str]) -> None:
         raise InputError("index folder does not exist", path=args.index, field="index")
 
 
+def search_seismic(args, topics: dict[str, str], threads: int) -> SearchStats:
+    """``--engine seismic``: the vector folder into a Seismic index, the queries encoded as for Lucene."""
+    from csplade_pyserini import seismic_search
+    from csplade_pyserini.errors import InputError
+    from csplade_pyserini.integration.encoders import CspladeQueryEncoder, PreEncodedQueryEncoder
+    from csplade_pyserini.vectors.jsonvec import read_info, vector_files
+
+    if not vector_files(args.index):
+        raise InputError("--engine seismic searches a JsonVectorCollection folder (what the encoders write), "
+                         "not a Lucene index", path=args.index, field="index")
+    settings = SeismicSettings(n_postings=args.seismic_n_postings, summary_energy=args.seismic_summary_energy,
+                               query_cut=args.seismic_query_cut, heap_factor=args.seismic_heap_factor)
+    collection = seismic_search.build(args.index, settings, exact=args.seismic_exact, threads=threads)
+    encoder = (PreEncodedQueryEncoder(args.encoder) if Path(args.encoder).is_file()
+               else CspladeQueryEncoder(args.encoder, device=args.device))
+    info = read_info(args.index)
+    if info is not None:
+        encoder.check_index_vocabulary(args.index, [], info=info)
+    if hasattr(encoder, "attach_index"):
+        encoder.attach_index(collection.idf)
+    qids = list(topics)
+    start = time.perf_counter()
+    with tqdm(total=len(qids), desc="encode queries", unit="q", dynamic_ncols=True) as bar:
+        vectors = encoder.encode_batch([topics[q] for q in qids], progress=bar)
+    encode_seconds = time.perf_counter() - start
+    results, seconds = seismic_search.search(collection, qids, vectors, args.hits, settings, exact=args.seismic_exact)
+    write_trec_run(results, args.output, args.run_tag)
+    return SearchStats(len(qids), encode_seconds, sum(seconds), sum(len(v) for v in vectors) / max(1, len(vectors)),
+                       extra={"build_seconds": collection.build_seconds})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     topics = load_topics(args.topics)
     check_arguments(args, topics)
     threads = set_threads(args.threads)
+    if args.engine == "seismic":
+        stats = search_seismic(args, topics, threads)
+        logger.info("%d queries (Seismic%s, index built in %.1f s): encoding %.1f ms/q, search %.2f ms/q; run written "
+                    "to %s", stats.queries, ", exact" if args.seismic_exact else "", stats.extra["build_seconds"],
+                    stats.encode_ms_per_query, stats.search_ms_per_query, args.output)
+        return 0
     _, stats = search(args.index, topics, args.encoder, hits=args.hits, threads=threads, batch_size=args.batch_size,
                       min_idf=args.min_idf, device=args.device, output=args.output, tag=args.run_tag)
     logger.info("%d queries: encoding %.1f ms/q, search %.1f ms/q, %.1f terms/q; run written to %s", stats.queries,

@@ -198,3 +198,32 @@ def test_inference_free_query_side_weights_query_tokens_by_the_index_idf(literal
     expected = {t: max(1, round(IDF_TOKEN_SCALE * searcher.idf[t])) for t in tokens if t in searcher.idf}
     assert expected and encoder.encode(text) == expected
     searcher.close()
+
+
+def test_seismic_configured_for_exactness_returns_the_exact_lucene_top10(literal_pipeline, our_index, tmp_path):
+    pytest.importorskip("seismic")  # pyseismic-lsr: in the test extras
+    work, spec = literal_pipeline["work"], literal_pipeline["spec"]
+    common = ["--topics", str(literal_pipeline["topics"]), "--encoder", spec, "--hits", "10", "--threads", "1"]
+    run_python("-m", "csplade_pyserini.search", "--index", str(our_index), "--output", str(tmp_path / "lucene.txt"),
+               *common)
+    run_python("-m", "csplade_pyserini.search", "--engine", "seismic", "--seismic-exact", "--index",
+               str(work / "ours-vectors"), "--output", str(tmp_path / "seismic.txt"), *common)
+
+    def ranked(path):
+        out: dict[str, list[tuple[str, float]]] = {}
+        for line in path.read_text().splitlines():
+            qid, _, docid, _, score, _ = line.split()
+            out.setdefault(qid, []).append((docid, float(score)))
+        return out
+
+    lucene, seismic = ranked(tmp_path / "lucene.txt"), ranked(tmp_path / "seismic.txt")
+    assert lucene.keys() == seismic.keys() and len(lucene) == 12
+    for qid in lucene:
+        assert [s for _, s in seismic[qid]] == pytest.approx([s for _, s in lucene[qid]])  # the same scores
+        tenth = lucene[qid][-1][1]  # documents tied with the 10th may be cut either way
+        assert {d for d, s in lucene[qid] if s > tenth} <= {d for d, _ in seismic[qid]}
+    # the model check applies to the vectors as to a Lucene index
+    result = run_python("-m", "csplade_pyserini.search", "--engine", "seismic", "--index", str(work / "ours-vectors"),
+                        "--output", str(tmp_path / "x.txt"), *common[:2], "--encoder", spec + ",variant=echo",
+                        check=False)
+    assert result.returncode != 0 and "variant: 'causal' (index) vs 'echo'" in result.stderr

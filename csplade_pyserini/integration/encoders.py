@@ -84,11 +84,12 @@ class CspladeQueryEncoder(QueryEncoder):
                 self._cache[text] = vector
         return [self._cache[t] for t in texts]
 
-    def check_index_vocabulary(self, index_dir: str | Path, index_terms: Iterable[str]) -> None:
+    def check_index_vocabulary(self, index_dir: str | Path, index_terms: Iterable[str], info: dict | None = None) -> None:
         """Refuse an index built with another vocabulary or by a model whose query side differs."""
         check_index_compatibility(index_dir, index_terms, term_fingerprint=self.model.term_map.fingerprint(),
                                   card=self.model.card, weight_files=self.model.weight_files(),
-                                  known_terms=self.model.term_map.term_set(), source=self.model.card.backbone)
+                                  known_terms=self.model.term_map.term_set(), source=self.model.card.backbone,
+                                  info=info)
 
 
 class PreEncodedQueryEncoder(QueryEncoder):
@@ -118,7 +119,7 @@ class PreEncodedQueryEncoder(QueryEncoder):
             progress.update(len(texts))
         return vectors
 
-    def check_index_vocabulary(self, index_dir: str | Path, index_terms: Iterable[str]) -> None:
+    def check_index_vocabulary(self, index_dir: str | Path, index_terms: Iterable[str], info: dict | None = None) -> None:
         if self.info is None:
             logger.warning("%s has no .info.json: its vectors cannot be checked against the index's model", self.path)
             return
@@ -127,7 +128,7 @@ class PreEncodedQueryEncoder(QueryEncoder):
         check_index_compatibility(index_dir, index_terms, term_fingerprint=self.info.get("term_fingerprint"),
                                   card=ModelCard.from_dict(self.info["card"], source=self.path),
                                   weight_files=self.info.get("weight_files", {}), known_terms=None,
-                                  source=str(self.path))
+                                  source=str(self.path), info=info)
 
 
 def is_preencoded_queries(reference) -> bool:
@@ -138,15 +139,17 @@ def is_preencoded_queries(reference) -> bool:
 
 
 def check_index_compatibility(index_dir: str | Path, index_terms: Iterable[str], *, term_fingerprint: str | None,
-                              card, weight_files: dict, known_terms: set[str] | None, source: str) -> None:
+                              card, weight_files: dict, known_terms: set[str] | None, source: str,
+                              info: dict | None = None) -> None:
     """Refuse an index built with another vocabulary (every query term would silently miss) or by a model
-    whose query side differs (same vocabulary, other vectors: the scores would silently mean nothing)."""
+    whose query side differs (same vocabulary, other vectors: the scores would silently mean nothing).
+    ``info``: the model record of a vector folder (Seismic); else the Lucene index's own record is read."""
     from csplade_pyserini.model.card import card_differences
 
     index_dir = Path(index_dir)
     info_path = index_dir / INDEX_INFO_NAME
-    if info_path.exists():
-        info = json.loads(info_path.read_text(encoding="utf-8"))
+    if info is not None or info_path.exists():
+        info = info if info is not None else json.loads(info_path.read_text(encoding="utf-8"))
         theirs = info.get("term_fingerprint")
         if theirs and term_fingerprint and theirs != term_fingerprint:
             raise VocabularyMismatchError(
