@@ -44,6 +44,33 @@ def timed_search(searcher, qids: list[str], texts: list[str], hits: int) -> tupl
     return run, seconds
 
 
+def plot(rows: list[dict], path: Path) -> None:
+    """nDCG@10 against total per-query time (log scale), one point per query side and BM25."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for number, row in enumerate(rows):
+        x, y = row["total_ms"]["mean"], row["scores"]["nDCG@10"]
+        ax.scatter([x], [y], s=40)
+        ax.annotate(row["system"].replace("csplade query encoder, ", ""), (x, y), textcoords="offset points",
+                    xytext=(6, 6 if number % 2 else -12), fontsize=8)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("ms per query at batch 1 (encoding + Lucene search), log scale")
+    ax.set_ylabel("SciFact test nDCG@10")
+    ax.set_title("Query side: effectiveness against latency")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m csplade_pyserini.benchmarks.query_latency", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             "-" if enc is None else f"{row['terms_per_query']:.1f}",
             "-" if enc is None else f"{row['term_jaccard_vs_fp32']:.3f}",
             "-" if enc is None else f"{row['load_s']:.1f}"]) + " |")
+    plot(rows, RESULTS / f"{args.name}.png")
+    lines += ["", f"![effectiveness against latency]({args.name}.png)"]
     text = "\n".join(lines) + "\n"
     with atomic_file(RESULTS / f"{args.name}.md") as handle:
         handle.write(text)
