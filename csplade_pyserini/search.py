@@ -101,12 +101,9 @@ def search(index_dir: str | Path, topics: dict[str, str], encoder, hits: int = 1
         else:
             encoder = CspladeQueryEncoder(encoder, device=device)
     searcher = LuceneImpactSearcher(str(index_dir), encoder, min_idf=min_idf)
-    check = getattr(encoder, "check_index_vocabulary", None)
-    if check is not None:  # explicit: also without the start-up hook's patch of Pyserini
-        check(index_dir, searcher.idf.keys())
     attach = getattr(encoder, "attach_index", None)
-    if attach is not None:
-        attach(searcher.idf)
+    if attach is not None:  # explicit: also without the start-up hook's patch of Pyserini
+        attach(index_dir, searcher.idf)
     qids, texts = list(topics), [topics[q] for q in topics]
     start = time.perf_counter()
     with tqdm(total=len(texts), desc="encode queries", unit="q", dynamic_ncols=True) as bar:
@@ -188,17 +185,13 @@ def search_seismic(args, topics: dict[str, str], threads: int) -> SearchStats:
     collection = seismic_search.build(args.index, settings, exact=args.seismic_exact, threads=threads)
     encoder = (PreEncodedQueryEncoder(args.encoder) if Path(args.encoder).is_file()
                else CspladeQueryEncoder(args.encoder, device=args.device))
-    info = read_info(args.index)
-    if info is not None:
-        encoder.check_index_vocabulary(args.index, [], info=info)
-    if hasattr(encoder, "attach_index"):
-        encoder.attach_index(collection.idf)
+    encoder.attach_index(args.index, collection.idf, info=read_info(args.index))
     qids = list(topics)
     start = time.perf_counter()
     with tqdm(total=len(qids), desc="encode queries", unit="q", dynamic_ncols=True) as bar:
         vectors = encoder.encode_batch([topics[q] for q in qids], progress=bar)
     encode_seconds = time.perf_counter() - start
-    results, seconds = seismic_search.search(collection, qids, vectors, args.hits, settings, exact=args.seismic_exact)
+    results, seconds = seismic_search.search(collection, qids, vectors, args.hits)
     write_trec_run(results, args.output, args.run_tag)
     return SearchStats(len(qids), encode_seconds, sum(seconds), sum(len(v) for v in vectors) / max(1, len(vectors)),
                        extra={"build_seconds": collection.build_seconds})

@@ -58,6 +58,8 @@ class SeismicCollection:
     documents: int
     idf: dict[str, float]
     build_seconds: float
+    settings: SeismicSettings
+    """What it was built with; its query-time knobs (``query_cut``, ``heap_factor``) serve :func:`search`."""
 
 
 def build(vector_folder: str | Path, settings: SeismicSettings | None, exact: bool = False,
@@ -87,18 +89,18 @@ def build(vector_folder: str | Path, settings: SeismicSettings | None, exact: bo
         summary_energy=settings.summary_energy, max_fraction=settings.max_fraction, doc_cut=settings.doc_cut,
         num_threads=threads)
     idf = {term: math.log(count / n) for term, n in df.items()}  # as Pyserini's impact searcher computes it
-    return SeismicCollection(index, count, idf, time.perf_counter() - start)
+    return SeismicCollection(index, count, idf, time.perf_counter() - start, settings)
 
 
-def search(collection: SeismicCollection, qids: list[str], vectors: list[dict[str, int]], hits: int,
-           settings: SeismicSettings, exact: bool = False) -> tuple[dict[str, list[tuple[str, float]]], list[float]]:
-    """Each query alone (batch 1, the latency a user sees): results and per-query seconds."""
+def search(collection: SeismicCollection, qids: list[str], vectors: list[dict[str, int]], hits: int
+           ) -> tuple[dict[str, list[tuple[str, float]]], list[float]]:
+    """Each query alone (batch 1, the latency a user sees), with the collection's settings: results and
+    per-query seconds."""
     import numpy as np
 
     seismic = _require_seismic()
     string = seismic.get_seismic_string()
-    if exact:
-        settings = SeismicSettings.exact(collection.documents)
+    settings = collection.settings
     results, seconds = {}, []
     for qid, vector in zip(qids, vectors):
         terms = list(vector)

@@ -69,13 +69,12 @@ def main(argv: list[str] | None = None) -> int:
                ("Seismic, exact configuration", None, True)]
     for label, settings, exact in configs:
         collection = seismic_search.build(args.vectors, settings, exact=exact, threads=threads)
-        used = seismic_search.SeismicSettings.exact(collection.documents) if exact else settings
-        seismic_search.search(collection, qids[:10], vectors[:10], args.hits, used, exact)  # warm-up
-        results, seconds = seismic_search.search(collection, qids, vectors, args.hits, used, exact)
+        seismic_search.search(collection, qids[:10], vectors[:10], args.hits)  # warm-up
+        results, seconds = seismic_search.search(collection, qids, vectors, args.hits)
         run = {q: dict(hits) for q, hits in results.items()}
         recall = statistics.fmean(len(top_ids(results[q]) & exact_top[q]) / max(1, len(exact_top[q]))
                                   for q in qids if exact_top[q])
-        rows.append({"engine": label, "settings": vars(used), "search_ms": 1000 * statistics.fmean(seconds),
+        rows.append({"engine": label, "settings": vars(collection.settings), "search_ms": 1000 * statistics.fmean(seconds),
                      "recall_exact_top10": recall, "scores": evaluate_run(run, args.topics, measures),
                      "build_s": collection.build_seconds})
         logger.info("%s: %s", label, rows[-1])

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         vectors, encode_s = [], []
         for text in texts:
             begin = time.perf_counter()
-            vectors.append(encoder._encode_many([text])[0])
+            vectors.append(encoder.encode_batch([text])[0])
             encode_s.append(time.perf_counter() - begin)
         searcher.query_encoder = _Precomputed(dict(zip(texts, vectors)))
         timed_search(searcher, qids[:10], texts[:10], args.hits)

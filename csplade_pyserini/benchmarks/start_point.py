@@ -17,6 +17,7 @@ Writes ``eval/results/NAME.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import random
@@ -34,35 +35,38 @@ logger = logging.getLogger(__name__)
 RESULTS = Path("eval/results")
 
 
-def document_impacts(pooled: torch.Tensor, encoder, bias: torch.Tensor | None, top_k: int | None, scale: float,
-                     batch: int = 256) -> torch.Tensor:
-    """Integer impacts (as the index holds them) of cached max-pooled logits under ``bias``, dense
-    ``[documents, vocab]`` float32 (SciFact: 1 GB)."""
-    from csplade_pyserini.model.pooling import keep_top_k, splade_activation
+@contextlib.contextmanager
+def logit_bias(encoder, bias: torch.Tensor | None):
+    """The encoder with ``bias`` in place of its own logit bias while the context is open."""
+    saved = encoder.logit_bias
+    encoder.logit_bias = None if bias is None else torch.nn.Parameter(bias.clone(), requires_grad=False)
+    try:
+        yield encoder
+    finally:
+        encoder.logit_bias = saved
+
+
+@torch.inference_mode()
+def document_impacts(pooled: torch.Tensor, encoder, top_k: int | None, scale: float, batch: int = 256) -> torch.Tensor:
+    """Integer impacts (as the index holds them) of cached max-pooled logits, through the encoder's own
+    LM-head channel (scale, bias, activation, channel weight, special tokens): dense ``[documents, vocab]``
+    float32 (SciFact: 1 GB)."""
+    from csplade_pyserini.model.pooling import keep_top_k
     from csplade_pyserini.vectors.quantize import quantize_tensor
 
     out = torch.zeros(pooled.shape[0], pooled.shape[1])
-    excluded = encoder.excluded_ids(pooled.shape[1], "cpu")
     for start in range(0, pooled.shape[0], batch):
-        weights = splade_activation(pooled[start:start + batch].float(), encoder.logit_scale, bias)
-        weights = (weights * encoder.expansion_weight.detach()).index_fill(-1, excluded, 0.0)
+        weights = encoder.combine(pooled[start:start + batch].float(), None, None, None)
         out[start:start + batch] = quantize_tensor(keep_top_k(weights, top_k), scale).float()
     return out
 
 
-def query_impacts(model, texts: list[str], bias: torch.Tensor | None) -> torch.Tensor:
-    """Integer query impacts with ``bias`` in place of the model's own (dense ``[queries, vocab]``)."""
+def query_impacts(model, texts: list[str]) -> torch.Tensor:
+    """Integer query impacts, dense ``[queries, vocab]``."""
     from csplade_pyserini.vectors.quantize import quantize_tensor
 
-    encoder = model.encoder
-    saved = encoder.logit_bias
-    encoder.logit_bias = None if bias is None else torch.nn.Parameter(bias.clone(), requires_grad=False)
-    try:
-        rows = model.encode_weights(texts, "query")
-    finally:
-        encoder.logit_bias = saved
-    out = torch.zeros(len(texts), encoder.vocab)
-    for i, (ids, weights) in enumerate(rows):
+    out = torch.zeros(len(texts), model.encoder.vocab)
+    for i, (ids, weights) in enumerate(model.encode_weights(texts, "query")):
         out[i, ids] = quantize_tensor(weights, model.card.quant_scale).float()
     return out
 
@@ -136,9 +140,10 @@ def main(argv: list[str] | None = None) -> int:
                            cached_pooled(Path(args.untrained_cache), bare.card.variant), None))
     rows = []
     for label, system, system_pooled, bias in systems:
-        doc_vectors = document_impacts(system_pooled, system.encoder, bias, system.card.doc_top_k,
-                                       system.card.quant_scale)
-        query_vectors = query_impacts(system, [texts[q] for q in qids], bias)
+        with logit_bias(system.encoder, bias):
+            doc_vectors = document_impacts(system_pooled, system.encoder, system.card.doc_top_k,
+                                           system.card.quant_scale)
+            query_vectors = query_impacts(system, [texts[q] for q in qids])
         run = rank(query_vectors, doc_vectors, qids, docids)
         scores = evaluate_run(run, qrels, measures_for("", ["nDCG@10", "R@100"]))
         terms_doc = doc_vectors.gt(0).sum(1).float().mean().item()

@@ -55,9 +55,15 @@ class CspladeQueryEncoder(QueryEncoder):
         self._cache: dict[str, dict[str, int]] = {}
         self._idf: Mapping[str, float] | None = None
 
-    def attach_index(self, idf: Mapping[str, float]) -> None:
-        """The searched index's per-term idf (Pyserini's ``LuceneImpactSearcher.idf``): the inference-free
-        query side (card ``query_side: idf-tokens``) weights query tokens with it."""
+    def attach_index(self, index_dir: str | Path, idf: Mapping[str, float], info: dict | None = None) -> None:
+        """Bind the encoder to the index it searches: refuse an index built with another vocabulary or by a
+        model whose query side differs (:func:`check_index_compatibility`), and keep the index's per-term idf
+        (Pyserini's ``LuceneImpactSearcher.idf``), which the inference-free query side (card ``query_side:
+        idf-tokens``) weights query tokens with. ``info``: the model record of a vector folder (Seismic)."""
+        check_index_compatibility(index_dir, idf.keys(), term_fingerprint=self.model.term_map.fingerprint(),
+                                  card=self.model.card, weight_files=self.model.weight_files(),
+                                  known_terms=self.model.term_map.term_set(), source=self.model.card.backbone,
+                                  info=info)
         self._idf = idf
 
     def _encode_many(self, texts: list[str], progress=None) -> list[dict[str, int]]:
@@ -83,13 +89,6 @@ class CspladeQueryEncoder(QueryEncoder):
             for text, vector in zip(todo, self._encode_many(todo, progress=progress)):
                 self._cache[text] = vector
         return [self._cache[t] for t in texts]
-
-    def check_index_vocabulary(self, index_dir: str | Path, index_terms: Iterable[str], info: dict | None = None) -> None:
-        """Refuse an index built with another vocabulary or by a model whose query side differs."""
-        check_index_compatibility(index_dir, index_terms, term_fingerprint=self.model.term_map.fingerprint(),
-                                  card=self.model.card, weight_files=self.model.weight_files(),
-                                  known_terms=self.model.term_map.term_set(), source=self.model.card.backbone,
-                                  info=info)
 
 
 class PreEncodedQueryEncoder(QueryEncoder):
@@ -119,13 +118,14 @@ class PreEncodedQueryEncoder(QueryEncoder):
             progress.update(len(texts))
         return vectors
 
-    def check_index_vocabulary(self, index_dir: str | Path, index_terms: Iterable[str], info: dict | None = None) -> None:
+    def attach_index(self, index_dir: str | Path, idf: Mapping[str, float], info: dict | None = None) -> None:
+        """Refuse an index whose model differs from the one that encoded the file (see the live encoder's)."""
         if self.info is None:
             logger.warning("%s has no .info.json: its vectors cannot be checked against the index's model", self.path)
             return
         from csplade_pyserini.model.card import ModelCard
 
-        check_index_compatibility(index_dir, index_terms, term_fingerprint=self.info.get("term_fingerprint"),
+        check_index_compatibility(index_dir, idf.keys(), term_fingerprint=self.info.get("term_fingerprint"),
                                   card=ModelCard.from_dict(self.info["card"], source=self.path),
                                   weight_files=self.info.get("weight_files", {}), known_terms=None,
                                   source=str(self.path), info=info)

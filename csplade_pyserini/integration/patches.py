@@ -178,12 +178,9 @@ def patch_impact_searcher(module) -> None:
     @functools.wraps(original_init)
     def init(self, index_dir, query_encoder, *args, **kwargs):
         original_init(self, index_dir, query_encoder, *args, **kwargs)
-        check = getattr(self.query_encoder, "check_index_vocabulary", None)
-        if check is not None:
-            check(index_dir, self.idf.keys())
         attach = getattr(self.query_encoder, "attach_index", None)
-        if attach is not None:  # the inference-free query side weights tokens by this index's idf
-            attach(self.idf)
+        if attach is not None:  # checks the index's model, keeps its idf (for the inference-free query side)
+            attach(index_dir, self.idf)
 
     searcher_cls._init_query_encoder_from_str = staticmethod(init_query_encoder_from_str)
     searcher_cls.__init__ = init
