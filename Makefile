@@ -11,8 +11,10 @@ TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 BENCH_ARGS ?=
+# the default model's DL19-pool impact index (bench-training builds it)
+DL19_INDEX ?= index/dl19-pool.csplade.runs-train-cpu-recipe-model-best
 
-.PHONY: install demo demo-quick train test bench bench-encoding bench-retrieval bench-training bench-latency bench-engines clean-venv
+.PHONY: install demo demo-quick train test bench bench-encoding bench-retrieval bench-training bench-latency bench-engines bench-dense clean-venv
 
 install: $(STAMP)
 
@@ -41,7 +43,7 @@ test: install
 	$(PY) -m pytest -q
 
 # Benchmarks are commands, not tests: each writes eval/results/bench-*.{md,json} (hours of CPU in all).
-bench: bench-encoding bench-retrieval bench-training bench-latency bench-engines
+bench: bench-encoding bench-retrieval bench-training bench-latency bench-engines bench-dense
 
 bench-encoding: install
 	$(PY) -m csplade_pyserini.benchmarks.encoding --docs 256 $(BENCH_ARGS)
@@ -55,9 +57,17 @@ bench-training: install
 # after bench-training (or make demo): it searches the default model's SciFact index
 bench-latency: install
 	$(PY) -m csplade_pyserini.benchmarks.query_latency $(BENCH_ARGS)
+	$(PY) -m csplade_pyserini.benchmarks.query_latency --topics dl19-passage --name bench-latency-dl19-pool \
+	    --index $(DL19_INDEX) --bm25-index index/dl19-pool.bm25/lucene $(BENCH_ARGS)
 
 bench-engines: install
 	$(PY) -m csplade_pyserini.benchmarks.engines $(BENCH_ARGS)
+	$(PY) -m csplade_pyserini.benchmarks.engines --topics dl19-passage --name bench-engines-dl19-pool \
+	    --vectors encode/dl19-pool.csplade.runs-train-cpu-recipe-model-best --index $(DL19_INDEX) $(BENCH_ARGS)
+
+# after bench-training (or make train): Lion's sparse-vs-dense comparison from the recipe's activation cache
+bench-dense: install
+	$(PY) -m csplade_pyserini.benchmarks.dense_vs_sparse $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -22,6 +22,8 @@ _BEFORE = {"pyserini": "prepare_environment", "jnius": "prepare_jvm_options"}
 _AFTER = {
     "pyserini.search._base": "add_topic_aliases",
     "pyserini.encode": "patch_document_encoders",
+    "pyserini.encode.optional": "patch_faiss_writer",
+    "pyserini.search.faiss._searcher": "patch_faiss_searcher",
     "pyserini.search.lucene._impact_searcher": "patch_impact_searcher",
 }
 

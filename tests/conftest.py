@@ -39,8 +39,10 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def make_tiny_llama(folder: Path, tokenizer_dir: Path, seed: int = 0, **card) -> Path:
-    """A 2-layer random Llama with the SmolLM2 vocabulary, saved as a CSPLADE checkpoint folder."""
+def make_tiny_llama(folder: Path, tokenizer_dir: Path, seed: int = 0, config: dict | None = None,
+                    **card) -> Path:
+    """A 2-layer random Llama with the SmolLM2 vocabulary, saved as a CSPLADE checkpoint folder (``config``
+    overrides the Llama configuration)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -48,10 +50,11 @@ def make_tiny_llama(folder: Path, tokenizer_dir: Path, seed: int = 0, **card) ->
 
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
-                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    shape = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "num_key_value_heads": 1, **(config or {})}
+    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=1024, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, **shape)
     model = LlamaForCausalLM(config)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)

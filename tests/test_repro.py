@@ -342,3 +342,40 @@ def test_bm25_flat_on_scifact_end_to_end(tmp_path):
     assert stored["state"] == "evaluated" and stored["stats"]["index_mb"] > 0
     assert (tmp_path / "repro" / "runs" / "run.beir.bm25-flat.scifact.txt").stat().st_size > 0
     assert (tmp_path / "repro" / "beir.md").exists() and (tmp_path / "repro" / "beir.effectiveness-vs-latency.png").exists()
+
+
+def test_dense_conditions_build_their_faiss_index_from_the_local_corpus(tmp_path, monkeypatch):
+    """A condition with an index command but no pipeline (the dense FAISS path) builds its index from a corpus
+    that is on this machine, then searches; a trained twin that is not there is skipped with the reason."""
+    monkeypatch.chdir(tmp_path)
+    matrix = mx.load_matrix(collection="beir")
+    jobs = {j.condition.name: j for j in plan(matrix, ["csplade-dense-smollm2", "csplade-lion-twin-dense"],
+                                              Settings(output=tmp_path / "out"))}
+    dense = jobs["csplade-dense-smollm2"]
+    assert dense.mode == "build" and "--to-faiss" in dense.index_command and "--encoder csplade-dense " in dense.index_command
+    assert f"--corpus {shared() / 'data' / 'beir' / 'scifact'} " in dense.index_command
+    assert dense.command.startswith("python -m pyserini.search.faiss --index index/beir-v1.0.0-scifact.csplade-dense-smollm2")
+    twin = jobs["csplade-lion-twin-dense"]
+    assert twin.mode == "skip" and "requires runs/train/lion/dense/best" in twin.reason
+
+    # build mode runs each part of the index command, then the search, then evaluates the run
+    data = raw("beir")
+    data["topics"] = [t for t in data["topics"] if t["key"] == "scifact"]
+    data.pop("average")
+    fake = tmp_path / "fake-run.txt"
+    _fake_run(fake, depth=4)
+    condition = next(c for c in data["conditions"] if c["name"] == "csplade-dense-smollm2")
+    condition["index-command"] = ('python -c "import os, sys; os.makedirs(sys.argv[1])" {index}/a && '
+                                  'python -c "import os, sys; os.makedirs(sys.argv[1])" {index}/b')
+    condition["command"] = f'python -c "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])" {fake} {{output}}'
+    data["conditions"] = [condition]
+    path = tmp_path / "matrix.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    matrix = mx.load_matrix(path)
+    settings = Settings(output=tmp_path / "out")
+    lines = []
+    outcome = run_matrix(matrix, plan(matrix, None, settings), settings, out=lines.append)
+    assert not outcome.failed, "\n".join(lines)
+    assert (tmp_path / "index" / "beir-v1.0.0-scifact.csplade-dense-smollm2" / "b").is_dir()
+    stored = load_results(tmp_path / "out", "beir")["results"]["csplade-dense-smollm2"]["scifact"]
+    assert stored["state"] == "evaluated" and stored["scores"]["nDCG@10"] > 0

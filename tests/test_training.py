@@ -307,3 +307,56 @@ def test_gpu_recipe_runs_end_to_end_on_cpu_at_toy_size(workdir, tmp_path):
     assert [s["step"] for s in scores] == [0, 2] and all(0 <= s["ndcg@10"] <= 1 for s in scores)
     card = ModelCard.load(tmp_path / "out" / "run" / "final")
     assert card.adapter == "adapter" and card.logit_bias
+
+
+# --- the dense counterpart (Lion-DS) ---------------------------------------------------------------
+def test_dense_training_raises_validation_and_exports_a_dense_card(workdir, tmp_path):
+    """--representation dense: the same command, data and trainer; InfoNCE at temperature 0.01 (fixed, not
+    learned) raises the validation nDCG@10, and the exported model loads as ``csplade-dense`` and gives
+    the vectors the trainer validated."""
+    trainer = train(*options(workdir, tmp_path / "run", "--representation", "dense", "--max-steps", "24",
+                             "--learning-rate", "3e-3", "--eval-strategy", "steps", "--eval-steps", "24"))
+    curve = validation(trainer)
+    assert curve[-1][1] > curve[0][1] + 0.02, curve
+    assert "flops_q" not in read_log(tmp_path / "run")[-1]
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    assert float(model.loss_fn.main.scale.value) == pytest.approx(100.0)
+    assert not any(p.requires_grad for n, p in model.named_parameters() if "scale" in n)
+    card = ModelCard.load(tmp_path / "run" / "final")
+    assert card.representation == "dense" and card.dense_pooling == "mean" and card.adapter
+    loaded = CspladeModel.from_spec(f"csplade-dense:{tmp_path / 'run' / 'final'},dtype=float32", cache=False)
+    texts = ["where is the zebra", "the glacier is described here in detail"]
+    with torch.no_grad():
+        batch = model.encoder.collate(model.encoder.tokenize(texts, "query"), kind="query")
+        model.eval()
+        expected = model.encoder(batch.input_ids, batch.attention_mask, batch.pool_mask)
+    got = torch.from_numpy(loaded.encode_dense(texts, "query"))
+    assert got.shape == (2, 32) and torch.allclose(got, expected, atol=1e-4)
+    with pytest.raises(InputError, match="csplade-dense"):
+        loaded.encode(texts, "query")
+
+
+def test_dense_lora_above_a_frozen_bottom_ignores_cached_pooled_logits(workdir, tmp_path):
+    """A cache built by a frozen-backbone sparse run (states + pooled logits) serves a dense LoRA run above
+    layer 1: it reads the states, never the pooled logits, and its LoRA weights change."""
+    cache = tmp_path / "cache"
+    train(*options(workdir, tmp_path / "sparse", "--max-steps", "1", "--frozen-layers", "all", "--lexical-layer", "1",
+                   "--cache-dir", str(cache), "--validation-queries", "0"))
+    assert (cache / "causal-docs" / "pooled.npy").exists()
+    trainer = train(*options(workdir, tmp_path / "dense", "--representation", "dense", "--max-steps", "4",
+                             "--frozen-layers", "1", "--cache-dir", str(cache), "--validation-queries", "0"))
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    assert model.use_pooled is False and model.start_layer == 1
+    lora = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert lora and all(".layers.1." in n and "lora_" in n for n in lora)
+    assert any(p.abs().sum() > 0 for n, p in lora.items() if "lora_B" in n)
+
+
+def test_dense_options_refuse_sparse_only_parts(workdir, tmp_path):
+    with pytest.raises(InputError, match="FLOPS"):
+        train(*options(workdir, tmp_path / "a", "--representation", "dense", "--max-steps", "1",
+                       "--flops-doc-weight", "0.01", "--validation-queries", "0"))
+    with pytest.raises(InputError) as info:
+        parse_arguments("contrastive", options(workdir, tmp_path / "b", "--representation", "dense",
+                                               "--lexical-layer", "1"))
+    assert info.value.field == "lexical_layer"

@@ -1,14 +1,18 @@
-"""Batch-1 query latency of the CSPLADE query encoder in each precision, against BM25, on one index.
+"""The quantization study: batch-1 query latency of the CSPLADE query encoder in each precision, against BM25.
 
     python -m csplade_pyserini.benchmarks.query_latency            # make bench-latency
 
 What ``python -m pyserini.search.lucene --impact --encoder csplade`` does per query, timed apart: encode one
 query (the model, batch 1) and search the impact index with it (Lucene, one thread); BM25 searches its own
-index the same way in the same run. Each query side (``dtype=float32``, ``dtype=bfloat16``,
-``quantization=int8-dynamic``, and the inference-free ``query_side=idf-tokens``) searches the same index, built once by the pipeline with the model at its
-card's precision, so the nDCG@10 column shows what the query side costs. Term-set agreement is
-against the float32 query vectors. Model start-up is reported apart (it is paid once per process).
-Writes ``eval/results/bench-latency.{md,json}``.
+index the same way in the same run. Each query side (``dtype=float32``, ``dtype=bfloat16``, the quantized
+ones: ``int8-dynamic`` (torch.ao, weights + activations), ``int8-weight-only`` and ``int4-weight-only``
+(torchao), ``bnb-int8`` and ``bnb-nf4`` (bitsandbytes), and the inference-free ``query_side=idf-tokens``)
+searches the same index, built once by the pipeline with the model at its card's precision, so the nDCG@10
+column shows what the query side costs. Term-set agreement is against the float32 query vectors. Per
+variant also: the model's size (its serialised weights), the process's peak RSS while the variant loads and
+runs (the high-water mark is reset between variants), and document throughput (a fixed sample of documents
+encoded in batches). Model start-up is reported apart (it is paid once per process).
+Writes ``eval/results/bench-latency.{md,json,png}``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,27 @@ from csplade_pyserini.cli import run_cli, set_threads
 
 logger = logging.getLogger(__name__)
 RESULTS = Path("eval/results")
-VARIANTS = ("dtype=float32", "dtype=bfloat16", "quantization=int8-dynamic", "query_side=idf-tokens")
+VARIANTS = ("dtype=float32", "dtype=bfloat16", "quantization=int8-dynamic", "quantization=int8-weight-only",
+            "quantization=int4-weight-only", "quantization=bnb-int8", "quantization=bnb-nf4", "query_side=idf-tokens")
+
+
+def reset_peak_rss() -> None:
+    """Reset the process's resident-set high-water mark (Linux: ``/proc/self/clear_refs``)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float | None:
+    """The process's resident-set high-water mark since the last reset (Linux ``VmHWM``), in MB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def _ms(values: list[float]) -> dict[str, float]:
@@ -82,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hits", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (Lucene searches one query at a time)")
     parser.add_argument("--name", default="bench-latency")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated query sides (card overrides), measured in this order")
+    parser.add_argument("--docs", type=int, default=64, help="documents for the throughput column (0: skip)")
     args = parser.parse_args(argv)
     threads = set_threads(args.threads)
 
@@ -103,8 +130,20 @@ def main(argv: list[str] | None = None) -> int:
     rows.append({"system": "BM25 (Pyserini, flat)", "encode_ms": None, "search_ms": _ms(seconds),
                  "total_ms": _ms(seconds), "scores": evaluate_run(run, args.topics, measures)})
     reference = None
-    for variant in VARIANTS:
+    import gc
+
+    from csplade_pyserini.datasets import read_corpus
+    from csplade_pyserini.model import encoder as encoder_module
+    from csplade_pyserini.model.quantization import model_bytes
+    from csplade_pyserini.paths import shared_path
+
+    corpus = shared_path("data", "beir", "scifact")
+    sample = [d.contents for _, d in zip(range(args.docs), read_corpus(corpus))] if args.docs and corpus else []
+    for variant in args.variants.split(","):
         spec = f"{args.model},{variant}"
+        encoder_module._CACHE.clear()
+        gc.collect()
+        reset_peak_rss()
         start = time.perf_counter()
         encoder = CspladeQueryEncoder(spec)
         load_s = time.perf_counter() - start
@@ -120,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         timed_search(searcher, qids[:10], texts[:10], args.hits)
         run, search_s = timed_search(searcher, qids, texts, args.hits)
         searcher.close()
+        docs_per_s = None
+        if sample and encoder.model.card.query_side == "model":
+            begin = time.perf_counter()
+            encoder.model.encode(sample, kind="doc")
+            docs_per_s = len(sample) / (time.perf_counter() - begin)
+        size_mb = model_bytes(encoder.model.encoder.model) / 2**20
         if reference is None:
             reference = vectors
         jaccard = [len(a.keys() & b.keys()) / max(1, len(a.keys() | b.keys())) for a, b in zip(reference, vectors)]
@@ -127,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                      "encode_ms": _ms(encode_s), "search_ms": _ms(search_s),
                      "total_ms": _ms([e + s for e, s in zip(encode_s, search_s)]),
                      "terms_per_query": statistics.fmean(len(v) for v in vectors),
-                     "term_jaccard_vs_fp32": statistics.fmean(jaccard),
+                     "term_jaccard_vs_fp32": statistics.fmean(jaccard), "model_mb": size_mb,
+                     "peak_rss_mb": peak_rss_mb(), "docs_per_s": docs_per_s,
                      "scores": evaluate_run(run, args.topics, measures)})
         logger.info("%s: %s", variant, rows[-1]["scores"])
         del encoder
@@ -140,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# Batch-1 query latency ({args.topics}, {len(qids)} queries, {threads} torch threads, measured "
              f"{result['measured']}, nothing else running)", "",
              "| system | encode ms/q (mean / median / p90) | search ms/q (mean) | total ms/q (mean) | vs BM25 | "
-             "encode speed-up vs fp32 | nDCG@10 | R@100 | terms/q | term Jaccard vs fp32 | load s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "encode speed-up vs fp32 | nDCG@10 | change vs fp32 | R@100 | terms/q | term Jaccard vs fp32 | "
+             "model MB | peak RSS MB | docs/s (batched) | load s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     bm25_total = rows[0]["total_ms"]["mean"]
     for row in rows:
         enc = row["encode_ms"]
@@ -149,12 +196,21 @@ def main(argv: list[str] | None = None) -> int:
             row["system"], "-" if enc is None else f"{enc['mean']:.1f} / {enc['median']:.1f} / {enc['p90']:.1f}",
             f"{row['search_ms']['mean']:.2f}", f"{row['total_ms']['mean']:.1f}",
             f"{row['total_ms']['mean'] / bm25_total:.1f}x", "-" if enc is None else f"{fp32 / enc['mean']:.2f}x",
-            f"{row['scores']['nDCG@10']:.4f}", f"{row['scores']['R@100']:.4f}",
+            f"{row['scores']['nDCG@10']:.4f}",
+            "-" if enc is None else f"{row['scores']['nDCG@10'] - rows[1]['scores']['nDCG@10']:+.4f}",
+            f"{row['scores']['R@100']:.4f}",
             "-" if enc is None else f"{row['terms_per_query']:.1f}",
             "-" if enc is None else f"{row['term_jaccard_vs_fp32']:.3f}",
+            "-" if enc is None else f"{row['model_mb']:.0f}",
+            "-" if row.get("peak_rss_mb") is None else f"{row['peak_rss_mb']:.0f}",
+            "-" if row.get("docs_per_s") is None else f"{row['docs_per_s']:.2f}",
             "-" if enc is None else f"{row['load_s']:.1f}"]) + " |")
     plot(rows, RESULTS / f"{args.name}.png")
-    lines += ["", f"![effectiveness against latency]({args.name}.png)"]
+    lines += ["", "Model MB: the serialised weights (quantized tensors and packed parameters as stored; the LM head "
+              "stays float). Peak RSS: the whole process's high-water mark while the variant loaded, encoded the "
+              "queries and the document sample (it includes the BM25 searcher and the JVM). docs/s: "
+              f"{len(sample)} SciFact documents encoded in batches by the same model.", "",
+              f"![effectiveness against latency]({args.name}.png)"]
     text = "\n".join(lines) + "\n"
     with atomic_file(RESULTS / f"{args.name}.md") as handle:
         handle.write(text)

@@ -1,7 +1,9 @@
 """Pyserini ``DocumentEncoder`` / ``QueryEncoder`` classes backed by :class:`CspladeModel`.
 
 Registered by the start-up hook, so ``--encoder csplade[:MODEL]`` works in ``pyserini.encode`` and
-``pyserini.search.lucene --impact``. Both return integer impacts (Anserini truncates floats).
+``pyserini.search.lucene --impact`` (integer impacts: Anserini truncates floats), and ``--encoder
+csplade-dense[:MODEL]`` in ``pyserini.encode ... --to-faiss`` and ``pyserini.search.faiss`` (float32 vectors
+for a FAISS inner-product index).
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ class CspladeDocumentEncoder(DocumentEncoder):
         self.model = CspladeModel.from_spec(model_name, device=str(device))
         self._warned = False
 
-    def encode(self, texts: Sequence[str], titles: Sequence[str | None] | None = None, max_length: int | None = None,
-               **_ignored) -> list[dict[str, int]]:
-        """Pyserini always passes its ``--max-length`` (default 256) whether typed or not, so it cannot say
-        what the user meant: the model card decides the length (``csplade,max_doc_length=512`` changes it),
-        and a different ``--max-length`` is reported once and not used."""
+    def document_texts(self, texts: Sequence[str], titles: Sequence[str | None] | None,
+                       max_length: int | None) -> list[str]:
+        """The texts to encode: titles joined, empty documents refused. Pyserini always passes its
+        ``--max-length`` (default 256) whether typed or not, so it cannot say what the user meant: the model
+        card decides the length (``csplade,max_doc_length=512`` changes it), and a different ``--max-length``
+        is reported once and not used."""
         from csplade_pyserini.datasets import is_blank, join_title
 
         if titles is not None:
@@ -44,7 +47,29 @@ class CspladeDocumentEncoder(DocumentEncoder):
             logger.warning("ignoring --max-length %d: the model card says %d (set it with the encoder spec, e.g. "
                            "csplade,max_doc_length=%d)", max_length, self.model.card.max_doc_length, max_length)
             self._warned = True
-        return self.model.encode(list(texts), kind="doc")
+        return list(texts)
+
+    def encode(self, texts: Sequence[str], titles: Sequence[str | None] | None = None, max_length: int | None = None,
+               **_ignored) -> list[dict[str, int]]:
+        return self.model.encode(self.document_texts(texts, titles, max_length), kind="doc")
+
+
+# Dense models built in this process by pyserini.encode: the FAISS writer patch reads their dimension and
+# model record from here (Pyserini builds its writer with --dimension, default 768, before any vector exists).
+ACTIVE_DENSE_MODELS: list[CspladeModel] = []
+
+
+class CspladeDenseDocumentEncoder(CspladeDocumentEncoder):
+    """``--encoder csplade-dense[:MODEL]`` in ``pyserini.encode``: one float32 vector per document."""
+
+    def __init__(self, model_name: str = "csplade-dense", device: str = "cpu", **_ignored):
+        super().__init__(model_name, device)
+        self.model._require("dense")
+        ACTIVE_DENSE_MODELS.append(self.model)
+
+    def encode(self, texts: Sequence[str], titles: Sequence[str | None] | None = None, max_length: int | None = None,
+               **_ignored):
+        return self.model.encode_dense(self.document_texts(texts, titles, max_length), kind="doc")
 
 
 class CspladeQueryEncoder(QueryEncoder):
@@ -89,6 +114,40 @@ class CspladeQueryEncoder(QueryEncoder):
             for text, vector in zip(todo, self._encode_many(todo, progress=progress)):
                 self._cache[text] = vector
         return [self._cache[t] for t in texts]
+
+
+class CspladeDenseQueryEncoder(QueryEncoder):
+    """``--encoder csplade-dense[:MODEL]`` in ``pyserini.search.faiss``: one float32 vector per query.
+    Pyserini's own options for its dense encoders (``--pooling``, ``--l2-norm``, ``--tokenizer``, the query
+    prefix) are ignored: the model card holds them, as it did when the index was built."""
+
+    def __init__(self, encoder_dir: str = "csplade-dense", device: str = "cpu", **_ignored):
+        super().__init__()
+        self.has_model = True
+        self.model = CspladeModel.from_spec(encoder_dir, device=str(device))
+        self.model._require("dense")
+        self._cache: dict = {}
+
+    def encode(self, text: str, **_ignored):
+        if text not in self._cache:
+            self._cache[text] = self.model.encode_dense([text], kind="query")[0]
+        return self._cache[text]
+
+    def encode_batch(self, texts: Sequence[str], progress=None):
+        import numpy as np
+
+        todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if todo:
+            for text, vector in zip(todo, self.model.encode_dense(todo, kind="query", progress=progress)):
+                self._cache[text] = vector
+        return np.stack([self._cache[t] for t in texts])
+
+    def attach_index(self, index_dir: str | Path, idf=None, info: dict | None = None) -> None:
+        """Refuse a FAISS index written by another model (its record, written by the encode patch, differs
+        in the query side) or of another dimension."""
+        check_index_compatibility(index_dir, (), term_fingerprint=None, card=self.model.card,
+                                  weight_files=self.model.weight_files(), known_terms=None,
+                                  source=self.model.card.backbone, info=info)
 
 
 class PreEncodedQueryEncoder(QueryEncoder):

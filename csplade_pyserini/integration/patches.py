@@ -68,31 +68,110 @@ def add_topic_aliases(module) -> None:
                 mapping.setdefault(name[: -len("-test")] + ".test", value)
 
 
-class _CspladeDocumentEncoder:
-    """Stands for ``encoders.CspladeDocumentEncoder`` until Pyserini instantiates it: that module imports
+def _deferred(name: str) -> type:
+    """A stand-in for ``encoders.NAME`` until Pyserini instantiates it: that module imports
     ``pyserini.encode``, so it cannot be imported while ``pyserini.encode`` itself is being patched."""
 
     def __new__(cls, *args, **kwargs):
-        from csplade_pyserini.integration.encoders import CspladeDocumentEncoder
+        from csplade_pyserini.integration import encoders
 
-        return CspladeDocumentEncoder(*args, **kwargs)
+        return getattr(encoders, name)(*args, **kwargs)
+
+    return type(name, (), {"__new__": __new__, "__doc__": f"Deferred csplade_pyserini.integration.encoders.{name}"})
+
+
+_CspladeDocumentEncoder = _deferred("CspladeDocumentEncoder")
+_CspladeDenseDocumentEncoder = _deferred("CspladeDenseDocumentEncoder")
+_CspladeDenseQueryEncoder = _deferred("CspladeDenseQueryEncoder")
+
+
+class _SparseInFaiss:
+    """``pyserini.search.faiss --encoder csplade...``: a sparse model has no FAISS index to search; say where
+    it goes instead of letting Pyserini try to load ``csplade`` as a Hugging Face dense encoder."""
+
+    def __new__(cls, encoder_dir: str = "csplade", *args, **kwargs):
+        from csplade_pyserini.errors import ModelSpecError
+
+        raise ModelSpecError(f"--encoder {encoder_dir} is a sparse (impact) model: search its Lucene impact index "
+                             "with pyserini.search.lucene --impact; pyserini.search.faiss takes csplade-dense[:MODEL]")
 
 
 PARTIAL_MARKER = "csplade-encoding.partial"  # in a literal pyserini.encode output while it is written
 
 
-def patch_document_encoders(module) -> None:
-    """Put ``csplade`` first in ``document_encoder_class_map`` (the first substring match wins); read only
-    ``corpus.jsonl`` from a BEIR folder; mark Pyserini's JSONL output as partial until it is complete."""
-    require(module, "document_encoder_class_map", "JsonlCollectionIterator._load",
-            "JsonlRepresentationWriter.__enter__", "JsonlRepresentationWriter.__exit__")
-    mapping = module.document_encoder_class_map
-    others = {k: v for k, v in mapping.items() if k != "csplade"}
+def _put_first(mapping: dict, entries: dict) -> None:
+    """``entries`` at the front of ``mapping``, in order (Pyserini takes the first key that is a substring of
+    ``--encoder``: ``csplade-dense`` must come before ``csplade``, and both before ``splade``)."""
+    others = {k: v for k, v in mapping.items() if k not in entries}
     mapping.clear()
-    mapping["csplade"] = _CspladeDocumentEncoder
+    mapping.update(entries)
     mapping.update(others)
+
+
+def patch_document_encoders(module) -> None:
+    """Put ``csplade-dense`` and ``csplade`` first in ``document_encoder_class_map`` and ``csplade-dense`` in
+    ``query_encoder_class_map`` (the FAISS search's); read only ``corpus.jsonl`` from a BEIR folder; mark
+    Pyserini's JSONL output as partial until it is complete."""
+    require(module, "document_encoder_class_map", "query_encoder_class_map", "JsonlCollectionIterator._load",
+            "JsonlRepresentationWriter.__enter__", "JsonlRepresentationWriter.__exit__")
+    _put_first(module.document_encoder_class_map, {"csplade-dense": _CspladeDenseDocumentEncoder,
+                                                   "csplade": _CspladeDocumentEncoder})
+    _put_first(module.query_encoder_class_map, {"csplade-dense": _CspladeDenseQueryEncoder, "csplade": _SparseInFaiss})
     _patch_beir_folder(module.JsonlCollectionIterator)
-    _patch_jsonl_writer(module.JsonlRepresentationWriter)
+    _patch_partial_marker(module.JsonlRepresentationWriter)
+
+
+def patch_faiss_writer(module) -> None:
+    """``pyserini.encode ... --to-faiss`` with a ``csplade-dense`` encoder: the index takes the model's
+    dimension (Pyserini builds it from ``--dimension``, default 768, before the encoder has spoken; a
+    different value is reported and not used), the folder gets the model's record (the query encoder checks
+    it), and the output is marked partial until complete. Other encoders are left as they are."""
+    require(module, "FaissRepresentationWriter.write", "FaissRepresentationWriter.__exit__")
+    writer_cls = module.FaissRepresentationWriter
+    if getattr(writer_cls, "_csplade_dense_patched", False):
+        return
+    write, leave = writer_cls.write, writer_cls.__exit__
+
+    def ours():
+        from csplade_pyserini.integration.encoders import ACTIVE_DENSE_MODELS
+
+        return ACTIVE_DENSE_MODELS[-1] if ACTIVE_DENSE_MODELS else None
+
+    def write_vectors(self, batch_info, fields=None):
+        model = ours()
+        if model is not None and self.index.ntotal == 0 and self.index.d != model.encoder.dimension:
+            import faiss
+
+            logger.warning("ignoring --dimension %d: the model's vectors have %d dimensions", self.index.d,
+                           model.encoder.dimension)
+            self.dimension = model.encoder.dimension
+            self.index = faiss.IndexFlatIP(self.dimension)
+        return write(self, batch_info, fields)
+
+    def __exit__(self, exc_type, exc, tb):
+        import json
+        import os
+
+        model = ours()
+        if model is not None and exc_type is None:
+            from csplade_pyserini.atomic import atomic_file
+            from csplade_pyserini.vectors.jsonvec import INDEX_INFO_NAME
+
+            with atomic_file(os.path.join(self.dir_path, INDEX_INFO_NAME)) as handle:
+                json.dump({**model.info(), "dimension": int(self.index.d), "documents": int(self.index.ntotal)},
+                          handle, indent=2)
+        return leave(self, exc_type, exc, tb)
+
+    writer_cls.write, writer_cls.__exit__ = write_vectors, __exit__
+    writer_cls._csplade_dense_patched = True
+    _patch_partial_marker(writer_cls)
+
+
+def patch_faiss_searcher(module) -> None:
+    """``pyserini.search.faiss --encoder csplade-dense[:MODEL]``: check the index's model record against
+    the query encoder (another model's index would be searched without error and without sense)."""
+    require(module, "FaissSearcher.__init__")
+    _check_index_on_init(module.FaissSearcher, idf=lambda searcher: None)
 
 
 def _patch_beir_folder(iterator_cls) -> None:
@@ -116,9 +195,10 @@ def _patch_beir_folder(iterator_cls) -> None:
     iterator_cls._csplade_patched = True
 
 
-def _patch_jsonl_writer(writer_cls) -> None:
-    """A marker file beside ``embeddings.jsonl`` while it is written, removed when the encode succeeds:
-    ``csplade_pyserini.index`` refuses a folder that still has it (a killed or a running encode)."""
+def _patch_partial_marker(writer_cls) -> None:
+    """A marker file beside the output (``embeddings.jsonl``, a FAISS ``index``) while it is written, removed
+    when the encode succeeds: ``csplade_pyserini.index`` refuses a folder that still has it (a killed or a
+    running encode)."""
     if getattr(writer_cls, "_csplade_patched", False):
         return
     enter, leave = writer_cls.__enter__, writer_cls.__exit__
@@ -160,7 +240,6 @@ def patch_impact_searcher(module) -> None:
     if getattr(searcher_cls, "_csplade_patched", False):
         return
     original_from_str = searcher_cls._init_query_encoder_from_str
-    original_init = searcher_cls.__init__
 
     def init_query_encoder_from_str(query_encoder):
         from csplade_pyserini.model.spec import is_csplade_spec
@@ -175,13 +254,23 @@ def patch_impact_searcher(module) -> None:
             return PreEncodedQueryEncoder(query_encoder)
         return original_from_str(query_encoder)
 
-    @functools.wraps(original_init)
-    def init(self, index_dir, query_encoder, *args, **kwargs):
-        original_init(self, index_dir, query_encoder, *args, **kwargs)
-        attach = getattr(self.query_encoder, "attach_index", None)
-        if attach is not None:  # checks the index's model, keeps its idf (for the inference-free query side)
-            attach(index_dir, self.idf)
-
     searcher_cls._init_query_encoder_from_str = staticmethod(init_query_encoder_from_str)
+    _check_index_on_init(searcher_cls, idf=lambda searcher: searcher.idf)
+
+
+def _check_index_on_init(searcher_cls, idf) -> None:
+    """After ``searcher_cls(index_dir, query_encoder, ...)``, let a CSPLADE query encoder check the index's
+    model and keep what it needs of the index (``idf(searcher)``: the inference-free query side's weights)."""
+    if getattr(searcher_cls, "_csplade_patched", False):
+        return
+    original_init = searcher_cls.__init__
+
+    @functools.wraps(original_init)
+    def init(self, index_dir, query_encoder=None, *args, **kwargs):
+        original_init(self, index_dir, query_encoder, *args, **kwargs)
+        attach = getattr(getattr(self, "query_encoder", None), "attach_index", None)
+        if attach is not None:
+            attach(index_dir, idf(self))
+
     searcher_cls.__init__ = init
     searcher_cls._csplade_patched = True

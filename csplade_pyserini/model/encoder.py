@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from csplade_pyserini import __version__
+from csplade_pyserini.errors import InputError
 from csplade_pyserini.model.backbone import load_card_model
 from csplade_pyserini.model.card import ModelCard
 from csplade_pyserini.model.spec import card_from_spec
@@ -36,6 +37,7 @@ class CspladeModel:
 
     @classmethod
     def from_card(cls, card: ModelCard, base_dir: Path | None = None, device: str = "cpu") -> "CspladeModel":
+        from csplade_pyserini.model.dense import DenseEncoder
         from csplade_pyserini.model.sparse import SparseEncoder
 
         model, tokenizer = load_card_model(card, base_dir, device=device,
@@ -54,7 +56,8 @@ class CspladeModel:
             from csplade_pyserini.model.lexical import LexicalHead
 
             lexical = LexicalHead.load(card.lexical_head, base_dir, model.config.hidden_size)
-        encoder = SparseEncoder(model, tokenizer, card, logit_bias=bias, lexical=lexical).to(device)
+        encoder_cls = DenseEncoder if card.is_dense else SparseEncoder
+        encoder = encoder_cls(model, tokenizer, card, logit_bias=bias, lexical=lexical).to(device)
         return cls(encoder.eval(), card, base_dir, device)
 
     @classmethod
@@ -73,9 +76,25 @@ class CspladeModel:
     # --- encoding ----------------------------------------------------------------------------------
     def encode_weights(self, texts: Sequence[str], kind: str, max_length: int | None = None,
                        max_tokens: int | None = None, max_batch: int = 256, progress=None):
+        self._require("sparse")
         sequences = self.encoder.tokenize(texts, kind, max_length)
         return self.encoder.encode_sequences(sequences, top_k=self.card.top_k(kind), max_tokens=max_tokens,
                                              max_batch=max_batch, device=self.device, progress=progress, kind=kind)
+
+    def encode_dense(self, texts: Sequence[str], kind: str = "doc", max_length: int | None = None,
+                     max_tokens: int | None = None, max_batch: int = 256, progress=None):
+        """``[len(texts), hidden]`` float32 numpy vectors of a dense model (card ``representation: dense``)."""
+        self._require("dense")
+        sequences = self.encoder.tokenize(texts, kind, max_length)
+        return self.encoder.encode_dense(sequences, max_tokens=max_tokens, max_batch=max_batch, device=self.device,
+                                         progress=progress, kind=kind).numpy()
+
+    def _require(self, representation: str) -> None:
+        if self.card.representation != representation:
+            other = "csplade-dense" if self.card.is_dense else "csplade"
+            raise InputError(f"this model card is {self.card.representation}, not {representation}: use "
+                             f"--encoder {other}:MODEL (a dense model goes into a FAISS index, a sparse one into a "
+                             "Lucene impact index)", field="representation")
 
     def to_impacts(self, ids, weights) -> dict[str, int]:
         quantized = quantize_tensor(weights, self.card.quant_scale)

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from csplade_pyserini.errors import InputError, ModelSpecError
-from csplade_pyserini.model.card import CARD_NAME, ModelCard
+from csplade_pyserini.model.card import CARD_NAME, DEFAULT_BACKBONE, ModelCard
 from csplade_pyserini.model.presets import preset_card
 from csplade_pyserini.paths import PACKAGE_DIR
 
 PREFIX = "csplade"
+DENSE_PREFIX = "csplade-dense"  # the dense counterpart (Lion-DS) in Pyserini's FAISS path
 DEFAULT_MODEL_DIR = PACKAGE_DIR / "assets" / "default-model"
 # An untrained LM head gives almost every vocabulary entry a positive logit (SmolLM2: ~49k terms per
 # text), which no inverted index can serve; a bare backbone therefore keeps its top terms only.
@@ -60,16 +61,27 @@ def is_csplade_spec(name: Any) -> bool:
     return isinstance(name, str) and (name == PREFIX or name.startswith((PREFIX + ":", PREFIX + ",")))
 
 
+def is_dense_spec(name: Any) -> bool:
+    """``csplade-dense``, ``csplade-dense:MODEL...`` or ``csplade-dense,key=value...``."""
+    return isinstance(name, str) and (name == DENSE_PREFIX or name.startswith((DENSE_PREFIX + ":",
+                                                                                DENSE_PREFIX + ",")))
+
+
 def parse_spec(spec: str) -> tuple[str | None, dict[str, Any]]:
     """Split a spec into the model reference (``None`` = default) and card overrides."""
-    if not is_csplade_spec(spec):
-        raise ModelSpecError(f"not a csplade encoder spec: {spec!r} (expected csplade[:MODEL][,key=value...])")
-    rest = spec[len(PREFIX):]
+    if is_dense_spec(spec):
+        prefix = DENSE_PREFIX
+    elif is_csplade_spec(spec):
+        prefix = PREFIX
+    else:
+        raise ModelSpecError(f"not a csplade encoder spec: {spec!r} (expected csplade[:MODEL][,key=value...] "
+                             "or csplade-dense[:MODEL][,key=value...])")
+    rest = spec[len(prefix):]
     model = None
     if rest.startswith(":"):
         model, _, options = rest[1:].partition(",")
         if not model:
-            raise ModelSpecError(f"empty model after 'csplade:' in {spec!r}")
+            raise ModelSpecError(f"empty model after '{prefix}:' in {spec!r}")
     else:
         options = rest[1:]
     overrides: dict[str, Any] = {}
@@ -115,6 +127,28 @@ def resolve_card(model: str | None, overrides: dict[str, Any] | None = None) -> 
     return card, base_dir
 
 
+def resolve_dense_card(model: str | None, overrides: dict[str, Any] | None = None) -> tuple[ModelCard, Path | None]:
+    """A ``csplade-dense`` spec's card: a dense checkpoint, or a bare backbone (default: the offline default
+    backbone, untrained) read as a dense model; a sparse checkpoint is refused."""
+    path = Path(model).expanduser() if model is not None else None
+    is_card = path is not None and ((path.is_file() and path.suffix == ".json") or (path / CARD_NAME).exists())
+    if is_card or (model is not None and preset_card(model) is not None):
+        card, base_dir = resolve_card(model, overrides)
+        if not card.is_dense:
+            raise ModelSpecError(f"{model} is a sparse model: search it with --encoder csplade:{model} (Lucene impact "
+                                 "index); csplade-dense needs a dense checkpoint (train contrastive --representation dense)")
+        return card, base_dir
+    card = ModelCard(backbone=model or DEFAULT_BACKBONE, representation="dense")
+    if overrides:
+        try:
+            card = card.replace(**overrides)
+        except InputError as exc:
+            raise ModelSpecError(f"bad option {exc.field}: {exc.message}") from None
+    return card, None
+
+
 def card_from_spec(spec: str) -> tuple[ModelCard, Path | None]:
     model, overrides = parse_spec(spec)
+    if is_dense_spec(spec):
+        return resolve_dense_card(model, overrides)
     return resolve_card(model, overrides)

@@ -68,7 +68,7 @@ class Job:
     condition: Condition
     column: TopicColumn
     expectation: Expectation | None
-    mode: str  # pipeline | search | skip
+    mode: str  # pipeline | build (index command, then search) | search | skip
     command: str
     reason: str
     run: Path
@@ -175,6 +175,8 @@ def plan(matrix: Matrix, names: list[str] | None, settings: Settings) -> list[Jo
             run = base / "runs" / f"run.{matrix.collection}.{condition.name}.{column.key}{suffix}.txt"
             report = base / "reports" / f"{matrix.collection}.{condition.name}.{column.key}{suffix}.json"
             values.update(output=run, report=report)
+            if local:  # the documents are on this machine: an index command reads them where they are
+                values["corpus_dir"] = str(local_collection(column.corpus))
             search_command = render(condition.command, values)
             index_command = render(condition.index_command, values) if condition.index_command else ""
             missing = [r for r in condition.requires if not requirement_met(r, settings)]
@@ -183,6 +185,8 @@ def plan(matrix: Matrix, names: list[str] | None, settings: Settings) -> list[Jo
                 mode, command = "pipeline", render(condition.pipeline, values) + (" --quick" if quick else "")
             elif Path(index).is_dir():
                 mode = "search"
+            elif local and index_command:
+                mode = "build"
             elif _is_prebuilt(index) and settings.allow_download:
                 mode = "search"
             else:
@@ -222,11 +226,17 @@ def execute(job: Job, settings: Settings, log: Callable[[str], None]) -> tuple[s
             job.report.parent.mkdir(parents=True, exist_ok=True)
         logs.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
+        commands = [job.command]
+        if job.mode == "build" and not Path(job.index).is_dir():  # "A && B" index commands run in turn
+            commands[:0] = [part.strip() for part in job.index_command.split(" && ")]
         with open(log_path, "w", encoding="utf-8") as handle:
-            handle.write(f"$ {job.command}\n")
-            handle.flush()
-            code = subprocess.run(_python(job.command), stdout=handle, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+            for command in commands:
+                handle.write(f"$ {command}\n")
+                handle.flush()
+                code = subprocess.run(_python(command), stdout=handle, stderr=subprocess.STDOUT,
+                                      env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+                if code != 0:
+                    break
         seconds = time.perf_counter() - start
         if code != 0:
             tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
@@ -341,6 +351,9 @@ def run_matrix(matrix: Matrix, jobs: list[Job], settings: Settings, out: Callabl
         out(f"  - topic_key: {job.column.topic_key} [{job.column.key}, corpus {job.column.corpus}]")
         if settings.dry_run or settings.display_commands:
             prefix = f"# SKIPPED: {job.reason}\n" if job.mode == "skip" else ""
+            if job.mode == "build" and not Path(job.index).is_dir():
+                prefix += "# build the index\n" + "\n".join(format_command(part.strip())
+                                                          for part in job.index_command.split(" && ")) + "\n"
             out(f"\n```bash\n{prefix}{format_command(job.command)}\n```\n")
         if settings.dry_run:
             continue

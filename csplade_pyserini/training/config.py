@@ -49,6 +49,13 @@ class ModelArguments:
     query_top_k: int | None = field(default=None, metadata=_help("largest query weights kept (none: all)"))
     doc_top_k: int | None = field(default=None, metadata=_help("largest document weights kept (none: all)"))
     model_name: str | None = field(default=None, metadata=_help("a name recorded in the model card"))
+    representation: str = field(default="sparse", metadata=_help(
+        "sparse (CSPLADE / Lion-SP: vocabulary weights, Lucene impact index) or dense (Lion-DS: per-token "
+        "L2-normalised mean of the final states, FAISS index); the same backbone, variants, data and trainer",
+        choices=["sparse", "dense"]))
+    dense_pooling: str = field(default="mean", metadata=_help(
+        "dense: mean (Lion-DS, normalised tokens averaged) or last (the last pooled token, normalised)",
+        choices=["mean", "last"]))
     expansion: bool = field(default=True, metadata=_help("the LM-head channel (CSPLADE proper)"))
     lexical_layer: int | None = field(default=None, metadata=_help(
         "beyond CSPLADE: add a lexical impact head reading this layer's states (input of layer N; the number "
@@ -97,6 +104,10 @@ class ModelArguments:
                                  field="frozen_layers") from None
         if not self.target_modules:
             raise InputError("at least one module name is needed", field="target_modules")
+        if self.representation == "dense":
+            for name in ("lexical_layer", "bias_target_df"):
+                if getattr(self, name) is not None:
+                    raise InputError(f"a dense model has no {name.split('_')[0]} (sparse only)", field=name)
         self.card()  # the card's own checks (variant, lengths, scale, ...)
 
     def parsed_logit_scale(self) -> float | str | None:
@@ -120,7 +131,8 @@ class ModelArguments:
                       max_query_length=self.max_query_length, max_doc_length=self.max_doc_length,
                       logit_scale=self.parsed_logit_scale(), quant_scale=self.quant_scale, name=self.model_name,
                       query_top_k=self.query_top_k, doc_top_k=self.doc_top_k, expansion=self.expansion,
-                      expansion_weight=self.expansion_weight)
+                      expansion_weight=self.expansion_weight, representation=self.representation,
+                      dense_pooling=self.dense_pooling)
         try:
             return ModelCard(**{**values, **extra})
         except InputError as exc:
@@ -186,6 +198,9 @@ class SparseTrainingArguments(TrainingArguments):
     score_scale: float = field(default=0.1, metadata=_help(
         "initial inverse temperature multiplying every score in CL and KD (learned unless --no-learn-score-scale)"))
     learn_score_scale: bool = field(default=True, metadata=_help("learn the inverse temperature (CLIP-style)"))
+    dense_temperature: float = field(default=0.01, metadata=_help(
+        "dense models: scores are divided by this fixed temperature in CL and KD (Lion-DS: 0.01); --score-scale "
+        "and --learn-score-scale are for sparse models"))
     flops_query_weight: float = field(default=0.0, metadata=_help("FLOPS regularisation of queries (lambda_q)"))
     flops_doc_weight: float = field(default=0.0, metadata=_help("FLOPS regularisation of documents (lambda_d)"))
     flops_ramp_fraction: float = field(default=1 / 3, metadata=_help("FLOPS weights ramp up over this share"))
@@ -209,7 +224,7 @@ class SparseTrainingArguments(TrainingArguments):
     def validate_objective(self) -> None:
         if not 0.0 <= self.kd_weight <= 1.0:
             raise InputError(f"must be in [0, 1], got {self.kd_weight!r}", field="kd_weight")
-        for name in ("teacher_temperature", "score_scale", "scale_learning_rate"):
+        for name in ("teacher_temperature", "score_scale", "scale_learning_rate", "dense_temperature"):
             if not getattr(self, name) > 0:
                 raise InputError(f"must be positive, got {getattr(self, name)!r}", field=name)
         for name in ("flops_query_weight", "flops_doc_weight"):

@@ -38,14 +38,21 @@ from csplade_pyserini.training.losses import (
 logger = logging.getLogger(__name__)
 
 
-def build_loss(args) -> SpladeLoss:
-    """The run's objective from ``--objective``, in one line per case."""
-    scale = ScoreScale(args.score_scale, learnable=args.learn_score_scale)
+def build_loss(args, dense: bool = False) -> SpladeLoss:
+    """The run's objective from ``--objective``, in one line per case. A dense model's scores are cosine-like
+    (at most 1), divided by the fixed ``--dense-temperature`` as Lion-DS does; it has no FLOPS terms."""
+    if dense:
+        if args.flops_query_weight or args.flops_doc_weight:
+            raise InputError("FLOPS regularisation is for sparse models; set --flops-query-weight and "
+                             "--flops-doc-weight to 0 with --representation dense", field="flops_query_weight")
+        scale = ScoreScale(1.0 / args.dense_temperature, learnable=False, max_scale=1.0 / args.dense_temperature)
+    else:
+        scale = ScoreScale(args.score_scale, learnable=args.learn_score_scale)
     kd = MarginMSELoss() if args.kd_loss == "margin-mse" else KLDistillationLoss(scale, args.teacher_temperature)
     main = {"cl": InfoNCELoss(scale), "kd": kd,
             "clkd": CombinedLoss({"cl": InfoNCELoss(scale), "kd": kd}, {"cl": 1 - args.kd_weight, "kd": args.kd_weight})
             }[args.objective]
-    return SpladeLoss(main, args.flops_query_weight, args.flops_doc_weight, args.flops_ramp_fraction)
+    return SpladeLoss(main, args.flops_query_weight, args.flops_doc_weight, args.flops_ramp_fraction, sparse=not dense)
 
 
 @dataclass
@@ -218,8 +225,8 @@ def run_contrastive(model_args, data_args, training_args):
 
         cache_dir = Path(model_args.cache_dir or Path(training_args.output_dir) / "cache")
         all_frozen = frozen == total
-        pooled = all_frozen and encoder.card.expansion
-        layer = (lexical_layer if all_frozen else frozen)
+        pooled = all_frozen and encoder.card.expansion and not encoder.card.is_dense
+        layer = (lexical_layer if all_frozen and not encoder.card.is_dense else frozen)
         was_training = model.training
         model.eval()
 
@@ -238,7 +245,7 @@ def run_contrastive(model_args, data_args, training_args):
         start_layer = frozen
 
     # --- the logit bias, calibrated to a document frequency on a seeded sample -------------------------
-    if model_args.bias_target_df is not None and encoder.card.expansion:
+    if model_args.bias_target_df is not None and encoder.card.expansion and not encoder.card.is_dense:
         sample = random.Random(f"bias:{training_args.seed}").sample(sorted(data.docs), min(model_args.bias_sample,
                                                                                             len(data.docs)))
         pooled_sample = _pooled_logits(encoder, doc_source, sample, start_layer, device)
@@ -248,8 +255,9 @@ def run_contrastive(model_args, data_args, training_args):
                     100 * model_args.bias_target_df)
 
     slack = training_args.train_top_k_slack
-    loss = build_loss(training_args)
-    bi_encoder = SparseBiEncoder(encoder, start_layer=start_layer, top_k_slack=slack, loss=loss)
+    loss = build_loss(training_args, dense=encoder.card.is_dense)
+    bi_encoder = SparseBiEncoder(encoder, start_layer=start_layer, top_k_slack=slack, loss=loss,
+                                 use_pooled=frozen == total and not encoder.card.is_dense)
     collator = ContrastiveCollator(data.examples, query_source, doc_source, data_args.negatives,
                                    teacher=data.teacher if training_args.objective != "cl" else None,
                                    positives=data.positives, pseudo_queries=pseudo_source, seed=training_args.seed)

@@ -374,13 +374,17 @@ class SpladeLoss(torch.nn.Module):
     """A main retrieval loss plus FLOPS on queries and documents, their weights ramped up quadratically
     over the first ``ramp_fraction`` of training (:func:`~.schedules.flops_weight`).
 
-    Returns every named part, ``loss`` being the total to minimise."""
+    Returns every named part, ``loss`` being the total to minimise. ``sparse=False`` (a dense model) leaves
+    the FLOPS terms out, weights and log alike: they measure posting-list cost, which dense vectors lack."""
 
     def __init__(self, main: torch.nn.Module, query_flops: float = 0.0, doc_flops: float = 0.0,
-                 ramp_fraction: float = 1 / 3):
+                 ramp_fraction: float = 1 / 3, sparse: bool = True):
         super().__init__()
+        if not sparse and (query_flops or doc_flops):
+            raise ValueError("FLOPS regularisation is for sparse vectors")
         self.main = main
         self.query_flops, self.doc_flops, self.ramp_fraction = query_flops, doc_flops, ramp_fraction
+        self.sparse = sparse
 
     def forward(self, q: torch.Tensor, d: torch.Tensor, batch: dict, step: int = 0,
                 total_steps: int = 1) -> dict[str, torch.Tensor]:
@@ -388,6 +392,9 @@ class SpladeLoss(torch.nn.Module):
 
         parts = dict(self.main(q, d, batch))
         main = parts.pop("main") if "main" in parts else sum(parts.values())
+        if not self.sparse:
+            parts["loss"] = main
+            return parts
         lambda_q = flops_weight(step, total_steps, self.query_flops, self.ramp_fraction)
         lambda_d = flops_weight(step, total_steps, self.doc_flops, self.ramp_fraction)
         # the regulariser of the global batch (every process's vectors), as a single process would see it

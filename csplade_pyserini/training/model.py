@@ -135,6 +135,12 @@ def build_encoder(model_args, model, tokenizer, init_card: ModelCard | None, ini
         lexical = LexicalHead(model.config.hidden_size, model_args.lexical_width)
     card = model_args.card(lexical_layer=lexical_layer, lexical_head="lexical_head.safetensors" if lexical else None,
                            expansion_weight=expansion_weight)
+    if card.is_dense:
+        from csplade_pyserini.model.dense import DenseEncoder
+
+        encoder = DenseEncoder(model, tokenizer, card)
+        encoder.base_adapter = base_adapter
+        return encoder
     encoder = SparseEncoder(model, tokenizer, card, logit_bias=bias, lexical=lexical)
     if encoder.logit_bias is not None:
         encoder.logit_bias.requires_grad_(model_args.train_bias)
@@ -145,14 +151,20 @@ def build_encoder(model_args, model, tokenizer, init_card: ModelCard | None, ini
 
 class SparseBiEncoder(torch.nn.Module):
     """One encoder for both sides; ``encode`` accepts token ids, cached states or cached pooled logits.
+    The encoder may be a :class:`~csplade_pyserini.model.dense.DenseEncoder` (``--representation dense``):
+    the same inputs give ``[batch, hidden]`` vectors and the same losses score them.
+
+    Cached pooled logits stand for the whole model only when nothing in it trains (``use_pooled``): a cache
+    built by a frozen-backbone run also holds them, and a LoRA run reading its states must not use them.
 
     The loss (and its learnable score scale) is a sub-module and runs inside :meth:`forward`, so that
     under DDP every trainable parameter is used inside the wrapped forward, as DDP requires."""
 
     def __init__(self, encoder: SparseEncoder, start_layer: int = 0, top_k_slack: float | None = None,
-                 loss: torch.nn.Module | None = None):
+                 loss: torch.nn.Module | None = None, use_pooled: bool = True):
         super().__init__()
         self.encoder = encoder
+        self.use_pooled = use_pooled
         self.start_layer = start_layer
         self.top_k_slack = top_k_slack
         self.loss_fn = loss
@@ -163,7 +175,7 @@ class SparseBiEncoder(torch.nn.Module):
 
     def encode(self, features: dict, kind: str) -> torch.Tensor:
         ids, attention, pool = features["input_ids"], features["attention_mask"], features["pool_mask"]
-        if "pooled" in features:
+        if "pooled" in features and self.use_pooled:
             weights = self.encoder.combine(features["pooled"], features.get("states"), ids, pool)
         elif "states" in features:
             weights = self.encoder(ids, attention, pool, start_layer=self.start_layer, states=features["states"])
@@ -196,6 +208,8 @@ class SparseBiEncoder(torch.nn.Module):
         ``batch`` holds what the collator adds (group size, keys, teacher scores)."""
         q, d = self.encode(query, "query"), self.encode(docs, "doc")
         parts = dict(self.loss_fn(q, d, batch, step, total_steps))
+        if self.card.is_dense:
+            return parts
         with torch.no_grad():
             parts["terms_q"] = (q > 0).sum(-1).float().mean()
             parts["terms_d"] = (d > 0).sum(-1).float().mean()
