@@ -18,6 +18,7 @@ Standard library only: it runs from the start-up hook.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import io
 import json
@@ -221,3 +222,38 @@ def add_topic_aliases(module, add_aliases: Callable[[dict], None]) -> None:
         functools.update_wrapper(get, getter)
         get._csplade_patched = True
         setattr(module, getter_name, get)
+
+
+@contextlib.contextmanager
+def safetensors_splade_loading():
+    """While open, Pyserini's SPLADE encoders can load a folder that holds only ``model.safetensors``.
+
+    Pyserini 2.x loads them with ``use_safetensors=False`` (for checkpoints that publish only PyTorch
+    weights, such as naver/splade-v3), which fails on such a folder (``../shared/models/splade-tiny``,
+    our SPLADE baseline). Here a folder without PyTorch weights is loaded the default way instead. Pyserini
+    1.6 has no such loader and is left as it is; the hook does not change Pyserini's encoders for others.
+    """
+    splade = sys.modules.get("pyserini.encode._splade")
+    if splade is None:
+        import importlib
+
+        splade = importlib.import_module("pyserini.encode._splade")
+    name = "_from_pretrained_without_safetensors_conversion"
+    original = getattr(splade, name, None)
+    if original is None:
+        yield
+        return
+
+    def load(model_name_or_path):
+        folder = Path(str(model_name_or_path))
+        if (folder / "model.safetensors").is_file() and not any(folder.glob("pytorch_model*.bin")):
+            from transformers import AutoModelForMaskedLM
+
+            return AutoModelForMaskedLM.from_pretrained(str(folder))
+        return original(model_name_or_path)
+
+    setattr(splade, name, load)
+    try:
+        yield
+    finally:
+        setattr(splade, name, original)
