@@ -120,3 +120,29 @@ def test_lazy_tables_get_aliases_when_handed_out():
     assert base._get_topics_mapping()["beir-v1.0.0-scifact.test"] == {"path": "t"}
     assert base._get_qrels_mapping()["beir-v1.0.0-scifact.test"] == "q"
     assert base._get_topics_mapping.__wrapped__.__name__ == "<lambda>"
+
+
+PROBE_2X = """
+import os
+from pyserini.prebuilt_index_info import IMPACT_INDEX_INFO
+from pyserini.search import get_qrels_file, get_topics
+print("inert", IMPACT_INDEX_INFO["msmarco-passage-unicoil-d2q"]["urls"])
+print("topics", len(get_topics("beir-v1.0.0-scifact.test")), len(get_topics("dl19-passage")))
+qrels = get_qrels_file("beir-v1.0.0-scifact-test")
+print("qrels", os.path.dirname(qrels) == os.path.join(os.environ["PYSERINI_CACHE"], "qrels"), os.path.getsize(qrels))
+"""
+
+
+def test_pyserini2_imports_and_resolves_topics_offline(tmp_path):
+    """Through the real Pyserini 2.x modules, with the network not even tried: the import-time table lookups
+    get inert entries, topics and qrels come from the offline files into Pyserini's own cache."""
+    from csplade_pyserini.integration.patches import pyserini_line, pyserini_version
+
+    if pyserini_line() != "2.x":
+        pytest.skip(f"Pyserini {pyserini_version()} fetches no tables over HTTP (the shim is for the 2.x line)")
+    from conftest import run_python
+
+    out = run_python("-c", PROBE_2X, cwd=tmp_path, env={pyserini2.OFFLINE_ENV: "1",
+                                                         "PYSERINI_CACHE": str(tmp_path / "cache")}).stdout
+    size = (shared() / "data" / "topics-and-qrels" / "qrels.beir-v1.0.0-scifact.test.txt").stat().st_size
+    assert "inert []" in out and "topics 300 43" in out and f"qrels True {size}" in out
