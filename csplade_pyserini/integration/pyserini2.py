@@ -54,8 +54,8 @@ def _note_failure(url: str, exc: BaseException | None) -> None:
     global _network_failed
     if _network_failed is None:
         _network_failed = f"{type(exc).__name__}: {exc}" if exc is not None else f"{OFFLINE_ENV}=1"
-        logger.warning("Pyserini's tables at %s are not reachable (%s): prebuilt index tables are empty and "
-                       "topics/qrels come from %s (set %s=1 to skip trying)", FETCH_PREFIX, _network_failed,
+        logger.warning("Pyserini's tables at %s are answered offline (%s): prebuilt index tables are empty and "
+                       "topics/qrels come from %s (%s=1 skips trying the network)", FETCH_PREFIX, _network_failed,
                        _topics_dir(), OFFLINE_ENV)
 
 
