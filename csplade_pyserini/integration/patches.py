@@ -10,9 +10,13 @@ from csplade_pyserini.integration import java
 logger = logging.getLogger(__name__)
 
 _JAVA_HOME = None
-SUPPORTED = "1.6"  # the Pyserini line whose private names the patches below are written against
+# The Pyserini lines whose private names the patches below are written against, and what installs each.
+SUPPORTED = {"1.6": 'pyserini==1.6.0 (Python < 3.12)', "2.x": 'pyserini==2.4.0 (Python >= 3.12)'}
+# The private names each line's patches touch, where the lines differ (the rest are the same in both).
+TOPIC_TABLES = {"1.6": ("topics_mapping", "qrels_mapping"), "2.x": ("_get_topics_mapping", "_get_qrels_mapping")}
 
 
+@functools.lru_cache(maxsize=1)
 def pyserini_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -20,6 +24,13 @@ def pyserini_version() -> str:
         return version("pyserini")
     except PackageNotFoundError:
         return "unknown"
+
+
+def pyserini_line(version: str | None = None) -> str:
+    """``"2.x"`` for Pyserini 2 and later, else ``"1.6"``: the patches for that line are tried, and
+    :func:`require` refuses a release whose internals differ from the line's."""
+    major = (version or pyserini_version()).split(".")[0]
+    return "2.x" if major.isdigit() and int(major) >= 2 else "1.6"
 
 
 def require(module, *names: str) -> None:
@@ -31,11 +42,13 @@ def require(module, *names: str) -> None:
         target = module
         for part in dotted.split("."):
             if not hasattr(target, part):
+                version = pyserini_version()
                 raise PyseriniMismatchError(
-                    f"csplade-pyserini cannot plug into Pyserini {pyserini_version()}: {module.__name__} has no "
-                    f"{dotted} (the hook is written for Pyserini {SUPPORTED}.x, whose internals it patches). "
-                    f"Install pyserini=={SUPPORTED}.0 (make install does), or set CSPLADE_PYSERINI_HOOK=0 to run "
-                    "this Pyserini without the CSPLADE encoders")
+                    f"csplade-pyserini cannot plug into Pyserini {version}: {module.__name__} has no {dotted} "
+                    f"(the hook patches the internals of Pyserini 1.6.x and 2.4.x; {version} was taken for the "
+                    f"{pyserini_line(version)} line). Install {' or '.join(SUPPORTED.values())} (make install "
+                    "picks by Python), or set CSPLADE_PYSERINI_HOOK=0 to run this Pyserini without the CSPLADE "
+                    "encoders")
             target = getattr(target, part)
 
 
@@ -58,14 +71,36 @@ def prepare_jvm_options() -> None:
         jnius_config.options = kept
 
 
+def offline_fetches():
+    """Before ``pyserini.prebuilt_index_info`` / ``pyserini.search._base`` execute on the 2.x line: their
+    import-time and lazy HTTP fetches of Pyserini's tables fall back to offline data when the network is
+    unreachable (:mod:`.pyserini2`). Returns the undo the hook runs once the module has executed."""
+    if pyserini_line() != "2.x":
+        return None
+    from csplade_pyserini.integration import pyserini2
+
+    return pyserini2.tolerant_fetches()
+
+
 def add_topic_aliases(module) -> None:
     """Accept BEIR names as Anserini spells its files (``beir-v1.0.0-scifact.test``) besides Pyserini's
-    ``beir-v1.0.0-scifact-test``; both resolve to the same Anserini topics and qrels."""
-    require(module, "topics_mapping", "qrels_mapping")
+    ``beir-v1.0.0-scifact-test``; both resolve to the same topics and qrels. Pyserini 1.6 has the tables
+    as module dicts, 2.x loads them on first use."""
+    line = pyserini_line()
+    require(module, *TOPIC_TABLES[line])
+    if line == "2.x":
+        from csplade_pyserini.integration import pyserini2
+
+        pyserini2.add_topic_aliases(module, _add_beir_aliases)
+        return
     for mapping in (module.topics_mapping, module.qrels_mapping):
-        for name, value in list(mapping.items()):
-            if name.startswith("beir-v1.0.0-") and name.endswith("-test"):
-                mapping.setdefault(name[: -len("-test")] + ".test", value)
+        _add_beir_aliases(mapping)
+
+
+def _add_beir_aliases(mapping: dict) -> None:
+    for name, value in list(mapping.items()):
+        if name.startswith("beir-v1.0.0-") and name.endswith("-test"):
+            mapping.setdefault(name[: -len("-test")] + ".test", value)
 
 
 def _deferred(name: str) -> type:
