@@ -14,6 +14,10 @@
    ``pyserini.encode --to-faiss`` writes) -> Pyserini's ``FaissSearcher``. Runs scored by ir-measures.
 3. Index size on disk, and encoding speed of a full forward (backbone included) on a fixed sample of
    documents, in this process, one model at a time.
+4. ``--dl19-pool``: both twins zero-shot on the DL19 pool (14,581 passages, 43 judged queries), every
+   passage encoded by the whole model (no cache covers this corpus): the sparse twin through the main
+   job's pipeline (encode, Anserini impact index, Lucene search), the dense twin into a FAISS index
+   searched by Pyserini's ``FaissSearcher``.
 
 Writes ``eval/results/bench-dense-vs-sparse.{md,json}``. Steps whose outputs exist are reused.
 """
@@ -197,6 +201,58 @@ def evaluate(args, representation: str, qids, queries, qrels, docids, sample: li
     return row
 
 
+def dl19_pool_rows(args) -> list[dict]:
+    """Both twins zero-shot on the DL19 pool with full-forward encoding (see the module docstring)."""
+    import faiss
+    from pyserini.search.faiss import FaissSearcher
+    from tqdm import tqdm
+
+    from csplade_pyserini.evaluation.measures import evaluate_run, measures_for
+    from csplade_pyserini.integration.encoders import CspladeDenseQueryEncoder
+    from csplade_pyserini.model.encoder import CspladeModel
+    from csplade_pyserini.pipeline import load_task
+
+    task = load_task("dl19-pool", None, None, None)
+    measures = measures_for(task.topics_name, ["AP(rel=2)", "nDCG@10", "R(rel=2)@1000"])
+    rows = []
+    report = Path(args.output_dir) / "sparse" / "dl19-pool.json"
+    if not report.exists():
+        proc = run_measured(["-m", "csplade_pyserini.pipeline", "--collection", "dl19-pool", "--no-bm25", "--encoder",
+                             f"csplade:{checkpoint(args, 'sparse')}", "--threads", str(args.threads), "--report",
+                             str(report)])
+        if proc["returncode"] != 0:
+            raise SystemExit("the sparse twin's DL19-pool pipeline failed")
+    row = json.loads(report.read_text())["rows"][0]
+    rows.append({"representation": "sparse", "scores": evaluate_run(row["run"], task.topics_name, measures),
+                 "docs_per_s": row.get("docs_per_s"), "index_mb": round(row["index_mb"], 2)})
+    work = Path(args.output_dir) / "dense" / "dl19-pool"
+    spec = f"csplade-dense:{checkpoint(args, 'dense')}"
+    model = CspladeModel.from_spec(spec)
+    if not (work / "index").exists():
+        texts, docids = [d.contents for d in task.documents], [d.docid for d in task.documents]
+        start = time.perf_counter()
+        with tqdm(total=len(texts), desc="encode dl19-pool (dense)", unit="doc", dynamic_ncols=True) as bar:
+            vectors = model.encode_dense(texts, "doc", progress=bar)
+        seconds = time.perf_counter() - start
+        work.mkdir(parents=True, exist_ok=True)
+        flat = faiss.IndexFlatIP(vectors.shape[1])
+        flat.add(vectors)
+        (work / "docid").write_text("".join(f"{d}\n" for d in docids), encoding="utf-8")
+        (work / "encode.json").write_text(json.dumps({"seconds": seconds, "documents": len(texts)}))
+        faiss.write_index(flat, str(work / "index"))
+    encoded = json.loads((work / "encode.json").read_text())
+    searcher = FaissSearcher(str(work), CspladeDenseQueryEncoder(spec))
+    qids = list(task.topics)
+    hits = searcher.batch_search([task.topics[q] for q in qids], qids, k=1000, threads=1)
+    run = {q: {h.docid: float(h.score) for h in hits[q]} for q in qids}
+    from csplade_pyserini.index import folder_size
+
+    rows.append({"representation": "dense", "scores": evaluate_run(run, task.topics_name, measures),
+                 "docs_per_s": round(encoded["documents"] / encoded["seconds"], 2),
+                 "index_mb": round(folder_size(work) / 2**20, 2)})
+    return rows
+
+
 def remeasure_speed(rows: list[dict], sample: list[str]) -> None:
     """``--speed-only``: measure the encoding speed again (models from the stored rows), keep the rest."""
     from csplade_pyserini.model.encoder import CspladeModel
@@ -225,6 +281,15 @@ def write_report(rows: list[dict], trained: dict[str, dict], args, threads: int)
                      f"{row['encoding']['docs_per_s']} | {row['encoding']['load_before']} / "
                      f"{row['encoding']['load_after']} | {round(proc['wall_s']) if proc.get('wall_s') else '-'} | "
                      f"{round(proc['peak_rss_mb']) if proc.get('peak_rss_mb') else '-'} | {curve} |")
+    dl19 = getattr(args, "dl19_rows", None)
+    if dl19:
+        lines += ["", "## DL19 pool, zero-shot (14,581 passages, 43 judged queries; every passage encoded by the "
+                  "whole model)", "", "| model | AP(rel=2) | nDCG@10 | R(rel=2)@1000 | index MB | encode docs/s |",
+                  "|---|---|---|---|---|---|"]
+        for row in dl19:
+            sc = row["scores"]
+            lines.append(f"| {row['representation']} | {sc['AP(rel=2)']:.4f} | {sc['nDCG@10']:.4f} | "
+                         f"{sc['R(rel=2)@1000']:.4f} | {row['index_mb']} | {row['docs_per_s']} |")
     lines += ["", f"Encoding speed: the first {args.sample} SciFact documents through the whole model (backbone "
               "included), in this process, one model at a time, after an 8-document warm-up; the machine's "
               "1-minute load average before and after shows whether anything else ran (2 cores: a load near 2 "
@@ -243,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sample", type=int, default=256, help="documents for the encoding-speed measurement")
     parser.add_argument("--name", default="bench-dense-vs-sparse")
+    parser.add_argument("--dl19-pool", action="store_true",
+                        help="also run both twins zero-shot on the DL19 pool (full-forward encoding: about an hour)")
     parser.add_argument("--speed-only", action="store_true",
                         help="keep the stored results and measure the encoding speed again (run it alone)")
     return parser
@@ -253,10 +320,15 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     threads = set_threads(args.threads)
+    stored_path = RESULTS / f"{args.name}.json"
+    stored = json.loads(stored_path.read_text(encoding="utf-8")) if stored_path.exists() else {}
+    args.dl19_rows = stored.get("dl19_pool")
     if args.speed_only:
-        stored = json.loads((RESULTS / f"{args.name}.json").read_text(encoding="utf-8"))
         corpus = list(read_corpus(Path(args.data)))
         remeasure_speed(stored["rows"], [d.contents for d in corpus[:args.sample]])
+        return write_results(stored["rows"], stored["training"], args, threads)
+    if args.dl19_pool and stored.get("rows"):  # the SciFact rows exist: add the DL19 pool's
+        args.dl19_rows = dl19_pool_rows(args)
         return write_results(stored["rows"], stored["training"], args, threads)
     trained = {rep: train(args, rep) for rep in REPRESENTATIONS}
     qrels = load_qrels(beir_file(Path(args.data), "qrels", "test"))
@@ -266,13 +338,15 @@ def main(argv: list[str] | None = None) -> int:
     docids = [d.docid for d in corpus]
     sample = [d.contents for d in corpus[:args.sample]]
     rows = [evaluate(args, rep, qids, {q: texts[q] for q in qids}, qrels, docids, sample) for rep in REPRESENTATIONS]
+    if args.dl19_pool:
+        args.dl19_rows = dl19_pool_rows(args)
     return write_results(rows, trained, args, threads)
 
 
 def write_results(rows: list[dict], trained: dict, args, threads: int) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     with atomic_file(RESULTS / f"{args.name}.json") as handle:
-        json.dump({"rows": rows, "training": trained, "threads": threads,
+        json.dump({"rows": rows, "training": trained, "threads": threads, "dl19_pool": getattr(args, "dl19_rows", None),
                    "measured": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")}, handle, indent=2)
     report = write_report(rows, trained, args, threads)
     with atomic_file(RESULTS / f"{args.name}.md") as handle:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import logging
 import statistics
 import time
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="bench-engines")
     args = parser.parse_args(argv)
     threads = set_threads(args.threads)
+    load_start = os.getloadavg()[0]  # printed with the results: another busy process shows there
 
     from pyserini.search.lucene import LuceneImpactSearcher
 
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_file(RESULTS / f"{args.name}.json") as handle:
         json.dump(result, handle, indent=2)
     lines = [f"# Engines on the same vectors ({args.topics}, {len(qids)} queries one at a time, {threads} threads "
-             f"for building, measured {result['measured']}, nothing else running)", "",
+             f"for building, measured {result['measured']}; 1-minute load average "
+             f"{load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end)", "",
              "| engine | search ms/q | recall of the exact top-10 | nDCG@10 | R@100 | build s |", "|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['engine']} | {row['search_ms']:.2f} | {row['recall_exact_top10']:.4f} | "

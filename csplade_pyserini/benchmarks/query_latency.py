@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import logging
 import statistics
 import time
@@ -108,9 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="bench-latency")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated query sides (card overrides), measured in this order")
-    parser.add_argument("--docs", type=int, default=64, help="documents for the throughput column (0: skip)")
+    parser.add_argument("--docs", type=int, default=32, help="documents for the throughput column (0: skip)")
     args = parser.parse_args(argv)
     threads = set_threads(args.threads)
+    load_start = os.getloadavg()[0]  # printed with the results: another busy process shows there
 
     from pyserini.search.lucene import LuceneImpactSearcher, LuceneSearcher
 
@@ -184,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(result, handle, indent=2)
     fp32 = rows[1]["encode_ms"]["mean"]
     lines = [f"# Batch-1 query latency ({args.topics}, {len(qids)} queries, {threads} torch threads, measured "
-             f"{result['measured']}, nothing else running)", "",
+             f"{result['measured']}; 1-minute load average {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} "
+             "at the end)", "",
              "| system | encode ms/q (mean / median / p90) | search ms/q (mean) | total ms/q (mean) | vs BM25 | "
              "encode speed-up vs fp32 | nDCG@10 | change vs fp32 | R@100 | terms/q | term Jaccard vs fp32 | "
              "model MB | peak RSS MB | docs/s (batched) | load s |",
