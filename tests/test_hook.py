@@ -60,12 +60,14 @@ def test_a_pyserini_with_other_internals_is_refused_before_any_patch():
 
     encode = types.ModuleType("pyserini.encode")
     encode.document_encoder_class_map = {"splade": object}
+    encode.query_encoder_class_map = {"dpr": object}
     encode.JsonlCollectionIterator = type("JsonlCollectionIterator", (), {"__iter__": lambda self: iter(())})
     encode.JsonlRepresentationWriter = type("JsonlRepresentationWriter", (), {})
     version = re.escape(patches.pyserini_version())
     with pytest.raises(PyseriniMismatchError, match=rf"Pyserini {version}: pyserini\.encode has no JsonlCollectionIterator\._load"):
         patches.patch_document_encoders(encode)
     assert list(encode.document_encoder_class_map) == ["splade"]  # untouched
+    assert list(encode.query_encoder_class_map) == ["dpr"]
 
 
 @pytest.mark.parametrize("version, present, missing", [
