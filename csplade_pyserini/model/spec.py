@@ -119,12 +119,17 @@ def resolve_card(model: str | None, overrides: dict[str, Any] | None = None) -> 
             card, base_dir = ModelCard.load(path), path.resolve()
         else:
             card = ModelCard(backbone=model, **BARE_BACKBONE_DEFAULTS)
-    if overrides:
-        try:
-            card = card.replace(**overrides)
-        except InputError as exc:
-            raise ModelSpecError(f"bad option {exc.field}: {exc.message}") from None
-    return card, base_dir
+    return _with_overrides(card, overrides), base_dir
+
+
+def _with_overrides(card: ModelCard, overrides: dict[str, Any] | None) -> ModelCard:
+    """``card`` with a spec's ``key=value`` overrides applied (a bad value names its field)."""
+    if not overrides:
+        return card
+    try:
+        return card.replace(**overrides)
+    except InputError as exc:
+        raise ModelSpecError(f"bad option {exc.field}: {exc.message}") from None
 
 
 def resolve_dense_card(model: str | None, overrides: dict[str, Any] | None = None) -> tuple[ModelCard, Path | None]:
@@ -139,12 +144,7 @@ def resolve_dense_card(model: str | None, overrides: dict[str, Any] | None = Non
                                  "index); csplade-dense needs a dense checkpoint (train contrastive --representation dense)")
         return card, base_dir
     card = ModelCard(backbone=model or DEFAULT_BACKBONE, representation="dense")
-    if overrides:
-        try:
-            card = card.replace(**overrides)
-        except InputError as exc:
-            raise ModelSpecError(f"bad option {exc.field}: {exc.message}") from None
-    return card, None
+    return _with_overrides(card, overrides), None
 
 
 def card_from_spec(spec: str) -> tuple[ModelCard, Path | None]:
