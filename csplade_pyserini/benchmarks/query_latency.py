@@ -27,6 +27,7 @@ from pathlib import Path
 
 from csplade_pyserini.atomic import atomic_file
 from csplade_pyserini.cli import run_cli, set_threads
+from csplade_pyserini.evaluation.significance import PairedComparison, paired_comparison
 
 logger = logging.getLogger(__name__)
 RESULTS = Path("eval/results")
@@ -67,6 +68,12 @@ def timed_search(searcher, qids: list[str], texts: list[str], hits: int) -> tupl
         seconds.append(time.perf_counter() - start)
         run[qid] = {h.docid: float(h.score) for h in found}
     return run, seconds
+
+
+def _paired(reference: dict, row: dict, measure: str = "nDCG@10") -> dict:
+    """The paired comparison of ``row`` against ``reference`` on ``measure`` (mean change, 95% CI, p)."""
+    return paired_comparison({q: v[measure] for q, v in reference["per_query"].items()},
+                             {q: v[measure] for q, v in row["per_query"].items()}).as_dict()
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -129,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     bm25.set_bm25(0.9, 0.4)
     timed_search(bm25, qids[:10], texts[:10], args.hits)  # warm-up
     run, seconds = timed_search(bm25, qids, texts, args.hits)
+    scores, per_query = evaluate_run(run, args.topics, measures, per_query=True)
     rows.append({"system": "BM25 (Pyserini, flat)", "encode_ms": None, "search_ms": _ms(seconds),
-                 "total_ms": _ms(seconds), "scores": evaluate_run(run, args.topics, measures)})
+                 "total_ms": _ms(seconds), "scores": scores, "per_query": per_query})
     reference = None
     import gc
 
@@ -176,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                      "terms_per_query": statistics.fmean(len(v) for v in vectors),
                      "term_jaccard_vs_fp32": statistics.fmean(jaccard), "model_mb": size_mb,
                      "peak_rss_mb": peak_rss_mb(), "docs_per_s": docs_per_s,
-                     "scores": evaluate_run(run, args.topics, measures)})
+                     **dict(zip(("scores", "per_query"), evaluate_run(run, args.topics, measures, per_query=True)))})
+        rows[-1]["vs_fp32"] = _paired(rows[1], rows[-1])
         logger.info("%s: %s", variant, rows[-1]["scores"])
         del encoder
     result = {"index": args.index, "topics": args.topics, "queries": len(qids), "torch_threads": threads,
@@ -189,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{result['measured']}; 1-minute load average {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} "
              "at the end)", "",
              "| system | encode ms/q (mean / median / p90) | search ms/q (mean) | total ms/q (mean) | vs BM25 | "
-             "encode speed-up vs fp32 | nDCG@10 | change vs fp32 | R@100 | terms/q | term Jaccard vs fp32 | "
+             "encode speed-up vs fp32 | nDCG@10 | change vs fp32 [95% CI], p | R@100 | terms/q | term Jaccard vs fp32 | "
              "model MB | peak RSS MB | docs/s (batched) | load s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     bm25_total = rows[0]["total_ms"]["mean"]
@@ -200,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['search_ms']['mean']:.2f}", f"{row['total_ms']['mean']:.1f}",
             f"{row['total_ms']['mean'] / bm25_total:.1f}x", "-" if enc is None else f"{fp32 / enc['mean']:.2f}x",
             f"{row['scores']['nDCG@10']:.4f}",
-            "-" if enc is None else f"{row['scores']['nDCG@10'] - rows[1]['scores']['nDCG@10']:+.4f}",
+            "-" if enc is None else PairedComparison(**row["vs_fp32"]).describe(),
             f"{row['scores']['R@100']:.4f}",
             "-" if enc is None else f"{row['terms_per_query']:.1f}",
             "-" if enc is None else f"{row['term_jaccard_vs_fp32']:.3f}",
@@ -209,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
             "-" if row.get("docs_per_s") is None else f"{row['docs_per_s']:.2f}",
             "-" if enc is None else f"{row['load_s']:.1f}"]) + " |")
     plot(rows, RESULTS / f"{args.name}.png")
-    lines += ["", "Model MB: the serialised weights (quantized tensors and packed parameters as stored; the LM head "
+    lines += ["", "Change vs fp32: the mean per-query nDCG@10 difference, its 95% bootstrap interval and the p-value "
+              "of a paired randomisation test (evaluation/significance.py); an interval that holds 0 is not a "
+              "measurable change on these queries.", "", "Model MB: the serialised weights (quantized tensors and packed parameters as stored; the LM head "
               "stays float). Peak RSS: the whole process's high-water mark while the variant loaded, encoded the "
               "queries and the document sample (it includes the BM25 searcher and the JVM). docs/s: "
               f"{len(sample)} SciFact documents encoded in batches by the same model.", "",
