@@ -63,17 +63,11 @@ def encode_queries(topics: dict[str, str], encoder: str, output: str | Path, dev
 
 def read_encoded_queries(path: str | Path) -> dict[str, dict[str, int]]:
     """Query text -> vector from a pre-encoded file; a bad line is named (file, line, field)."""
-    from csplade_pyserini.textio import json_object, read_lines
+    from csplade_pyserini.textio import read_jsonl
     from csplade_pyserini.vectors.jsonvec import check_vector
 
     vectors: dict[str, dict[str, int]] = {}
-    for number, line in read_lines(path):
-        if not line.strip():
-            continue
-        record = json_object(line, path, number)
-        for field in ("contents", "vector"):
-            if field not in record:
-                raise InputError(f"a pre-encoded query needs {field!r}", path=path, line=number, field=field)
+    for number, record in read_jsonl(path, required=("contents", "vector")):
         check_vector(record["vector"], path, number)
         vectors[str(record["contents"]).strip()] = record["vector"]
     return vectors

@@ -44,6 +44,19 @@ def json_object(text: str, path: str | Path, number: int) -> dict[str, Any]:
     return record
 
 
+def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` for every non-blank line of a JSONL file; each must be a JSON object holding
+    the ``required`` fields (a missing one is named with its file and line)."""
+    for number, line in read_lines(path):
+        if not line.strip():
+            continue
+        record = json_object(line, path, number)
+        for name in required:
+            if name not in record:
+                raise InputError("missing field", path=path, line=number, field=name)
+        yield number, record
+
+
 def read_yaml(path: str | Path, what: str = "file"):
     """A YAML document; a missing file or bad YAML is an InputError naming the file (and line)."""
     import yaml

@@ -18,6 +18,7 @@ import pytest
 
 from conftest import run_python
 from csplade_pyserini.model.presets import PRESETS
+from csplade_pyserini.errors import ModelSpecError
 from csplade_pyserini.model.spec import card_from_spec
 
 def publish(cache: Path, repo_id: str, files: dict[str, Path]) -> None:
@@ -32,12 +33,16 @@ def publish(cache: Path, repo_id: str, files: dict[str, Path]) -> None:
     (repo / "refs" / "main").write_text(revision)
 
 
+BASES = {"lion-sp-1b": "meta-llama/Llama-3.2-1B", "lion-sp-8b": "meta-llama/Meta-Llama-3-8B",
+         "lion-ds-1b": "meta-llama/Llama-3.2-1B", "lion-ds-8b": "meta-llama/Meta-Llama-3-8B"}
+
+
 @pytest.fixture(scope="module")
 def hub_cache(tmp_path_factory, tokenizer_dir):
     """Every preset's repositories, with tiny random Llamas (SmolLM2's tokenizer stands in for Llama-3's)."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaModel
 
     work = tmp_path_factory.mktemp("presets")
     cache = work / "hub"
@@ -57,12 +62,14 @@ def hub_cache(tmp_path_factory, tokenizer_dir):
         if card["backbone"] is not None:  # LACONIC: a full model; its tokenizer lives in another repo
             publish(cache, card["backbone"], model_files)
             publish(cache, card["tokenizer"], {**tokenizer_files, "config.json": full / "config.json"})
-        else:  # Lion-SP: an adapter on the base model its adapter_config names; tokenizer (and the base's
-            # config.json, which the authors' loader reads) in the adapter repo
-            base = {"lion-sp-1b": "meta-llama/Llama-3.2-1B", "lion-sp-8b": "meta-llama/Meta-Llama-3-8B"}[preset.name]
+        else:  # Lion: an adapter on the base model its adapter_config names; tokenizer (and the base's
+            # config.json, which the authors' loader reads) in the adapter repo. Lion-SP's adapter was
+            # trained on the causal LM, Lion-DS's on the headless decoder (keys base_model.model.layers.*).
+            base = BASES[preset.name]
             publish(cache, base, model_files)
             torch.manual_seed(1)
-            lora = get_peft_model(LlamaForCausalLM.from_pretrained(full), LoraConfig(
+            module = (LlamaModel if preset.name.startswith("lion-ds") else LlamaForCausalLM).from_pretrained(full)
+            lora = get_peft_model(module, LoraConfig(
                 r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
             lora.peft_config["default"].base_model_name_or_path = base
             adapter = work / preset.name
@@ -115,9 +122,11 @@ def probe(hub_cache: Path, spec: str) -> dict:
 
 def test_every_preset_resolves_to_its_authors_conventions():
     for name, preset in PRESETS.items():
-        card, base_dir = card_from_spec(f"csplade:{name}")
+        dense = preset.card.get("representation") == "dense"
+        card, base_dir = card_from_spec(f"csplade-dense:{name}" if dense else f"csplade:{name}")
         assert card.name == name and base_dir is None and card.variant == "bidirectional"
         assert card.add_bos == name.startswith("lion")  # LACONIC drops the BOS; Lion's code keeps it
+        assert card.is_dense == name.startswith("lion-ds")
         assert card.quant_scale == 100.0
     laconic = card_from_spec("csplade:laconic-8b")[0]
     assert (laconic.backbone, laconic.tokenizer) == ("utahnlp/laconic-8b", "unsloth/Llama-3.2-1B")
@@ -127,6 +136,11 @@ def test_every_preset_resolves_to_its_authors_conventions():
     assert lion.backbone is None and lion.adapter == lion.tokenizer == "hzeng/Lion-SP-8B-llama3-marco-mntp"
     assert (lion.logit_scale, lion.padding_side, lion.query_prefix, lion.doc_prefix) == ("auto", "left", "", "")
     assert (lion.max_query_length, lion.max_doc_length) == (64, 192)
+    ds = card_from_spec("csplade-dense:lion-ds-1b")[0]
+    assert ds.adapter == ds.tokenizer == "hzeng/Lion-DS-1B-llama3-marco-mntp" and ds.dense_pooling == "mean"
+    assert (ds.padding_side, ds.query_prefix, ds.max_query_length, ds.max_doc_length) == ("left", "", 64, 512)
+    with pytest.raises(ModelSpecError, match="sparse model"):  # a sparse preset is not a dense model
+        card_from_spec("csplade-dense:lion-sp-1b")
 
 
 def test_laconic_preset_loads_the_published_layout(hub_cache):
@@ -171,3 +185,63 @@ def test_a_preset_without_the_hub_fails_clearly(tmp_path):
                         env={"HF_HUB_CACHE": str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1"})
     assert result.returncode != 0 and "utahnlp/laconic-3b" in result.stderr and "hub" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "q.jsonl").exists()
+
+
+DENSE_PROBE = r"""
+import json, sys, torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+from csplade_pyserini.model.encoder import CspladeModel
+from csplade_pyserini.model.dense import pool_dense
+model = CspladeModel.from_spec("csplade-dense:lion-ds-1b,dtype=float32", cache=False)  # exact comparisons
+enc, tok = model.encoder, model.encoder.tokenizer
+texts = ["Cells divide by mitosis in most tissues of the body", "Aspirin"]
+together = torch.as_tensor(model.encode_dense(texts, kind="query"))
+alone = torch.cat([torch.as_tensor(model.encode_dense([t], kind="query")) for t in texts])
+# by hand: the base model, the adapter merged into its headless decoder, every token of the text pooled
+base = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+plain = base.model.layers[0].self_attn.q_proj.weight.clone()
+base.model = PeftModel.from_pretrained(base.model, "hzeng/Lion-DS-1B-llama3-marco-mntp").merge_and_unload()
+loaded = model.encoder.model.model.layers[0].self_attn.q_proj.weight
+ids = enc.tokenize([texts[1]], "query")[0]
+with torch.inference_mode():
+    states = model.encoder.hidden_states(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long))
+    by_hand = pool_dense(states, torch.ones(1, len(ids)), "mean")[0]
+print(json.dumps({
+    "shape": list(together.shape), "bos_first": ids[0] == tok.bos_token_id, "padding_side": tok.padding_side,
+    "batch_vs_alone": (together - alone).abs().max().item(), "pooled_error": (together[1] - by_hand).abs().max().item(),
+    "adapter_applied": (loaded - base.model.layers[0].self_attn.q_proj.weight).abs().max().item(),
+    "adapter_changes": (loaded - plain).abs().max().item(),
+    "causal_modules": sum(1 for m in enc.model.modules() if getattr(m, "is_causal", None) is True),
+}))
+"""
+
+
+def test_lion_ds_preset_applies_its_headless_adapter_to_the_decoder(hub_cache):
+    # peft alone would attach this adapter to the causal LM, load none of its tensors, warn and run freshly
+    # initialised LoRA weights; the loader reads the adapter's module tree and merges it into the decoder
+    result = run_python("-c", DENSE_PROBE, BASES["lion-ds-1b"], env={
+        "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["shape"] == [2, 32] and out["bos_first"] and out["padding_side"] == "left"
+    assert out["adapter_changes"] > 1e-3 and out["adapter_applied"] < 1e-6  # the adapter's own weights, merged
+    assert out["causal_modules"] == 0  # bidirectional
+    assert out["batch_vs_alone"] < 1e-5 and out["pooled_error"] < 1e-5  # left padding changes nothing
+
+
+def test_an_adapter_for_another_module_tree_is_refused(tmp_path, tokenizer_dir):
+    # an adapter with tensors for a layer the model does not have must not load as a silent partial no-op
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from csplade_pyserini.model.backbone import apply_adapter
+
+    size = len(AutoTokenizer.from_pretrained(tokenizer_dir))
+    config = dict(vocab_size=size, hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1)
+    torch.manual_seed(0)
+    lora = get_peft_model(LlamaForCausalLM(LlamaConfig(num_hidden_layers=3, **config)),
+                          LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    with pytest.raises(ModelSpecError, match=r"2 of its 6 tensors address no module .*layers\.2"):
+        apply_adapter(LlamaForCausalLM(LlamaConfig(num_hidden_layers=2, **config)), tmp_path / "adapter")

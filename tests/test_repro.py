@@ -55,7 +55,9 @@ def test_shipped_matrices_validate(collection):
 
     for name, preset in PRESETS.items():  # one condition per published checkpoint, run when the hub is there
         condition = matrix.condition(f"preset-{name}")
-        assert condition.model == f"csplade:{name}" and f"--encoder csplade:{name} " in condition.command
+        prefix = "csplade-dense" if preset.card.get("representation") == "dense" else "csplade"  # FAISS path
+        assert condition.model == f"{prefix}:{name}" and f"--encoder {prefix}:{name} " in condition.command
+        assert (prefix == "csplade-dense") == condition.command.startswith("python -m pyserini.search.faiss")
         assert condition.requires == [f"hub:{preset.card['backbone'] or preset.card['adapter']}"]
         published = [(e.topic, e.scores) for e in condition.topics if e.published]
         assert published == ([("scifact", {"nDCG@10": 0.756, "R@100": None})]

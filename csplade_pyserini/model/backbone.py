@@ -167,19 +167,66 @@ def load_causal_lm(source: BackboneSource, dtype: str = "float32", attn_implemen
 
 def apply_adapter(model, adapter_dir: Path | str, merge: bool = True, trainable: bool = False):
     """Attach a peft LoRA adapter (a folder, or a hub id from :func:`resolve_adapter`); merged for inference
-    (one matmul per layer instead of three)."""
+    (one matmul per layer instead of three).
+
+    Adapters come in two module trees: one trained on the ``*ForCausalLM`` (keys
+    ``base_model.model.model.layers...``: ours, Lion-SP) and one trained on the headless decoder (keys
+    ``base_model.model.layers...``: Lion-DS, whose authors wrap a bare ``LlamaModel``). peft would attach
+    the second kind to a causal LM, load none of its tensors and only warn: the model then runs with LoRA
+    weights as freshly initialised (zero, or random under the adapter's ``init_lora_weights: false``), so
+    the tree is read from the adapter's keys and the adapter goes where they
+    point; an adapter whose tensors still address no module of the model is refused, naming one."""
     from peft import PeftModel
+    from peft.utils import get_peft_model_state_dict
 
     if isinstance(adapter_dir, Path) and not adapter_dir.exists():
         raise ModelSpecError(f"adapter folder does not exist: {adapter_dir}")
+    keys = _adapter_keys(adapter_dir)
+    decoder = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    headless = decoder is not None and decoder is not model and _addresses(keys, decoder) and not _addresses(keys, model)
+    if headless and not merge:
+        raise ModelSpecError(f"the adapter {adapter_dir} was trained on the headless decoder: it can be merged for "
+                             "inference, not continued in training (train a new adapter instead)")
+    target = decoder if headless else model
     try:
-        peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+        peft_model = PeftModel.from_pretrained(target, str(adapter_dir), is_trainable=trainable)
     except (OSError, ValueError) as exc:
         if isinstance(adapter_dir, Path) or Path(adapter_dir).exists():
             raise
         raise ModelSpecError(f"the adapter {adapter_dir!r} is not a local folder and could not be fetched from "
                              f"the Hugging Face hub (offline?): {exc}") from None
-    return peft_model.merge_and_unload() if merge else peft_model
+    loaded = set(get_peft_model_state_dict(peft_model))
+    unused = [k for k in keys if k not in loaded]
+    if unused:
+        raise ModelSpecError(f"the adapter {adapter_dir} does not fit {type(model).__name__}: {len(unused)} of its "
+                             f"{len(keys)} tensors address no module of it (first: {unused[0]})")
+    if headless:
+        logger.info("adapter %s addresses the headless decoder (keys base_model.model.layers.*): applied there",
+                    adapter_dir)
+    if not merge:
+        return peft_model
+    merged = peft_model.merge_and_unload()
+    if headless:
+        setattr(model, model.base_model_prefix, merged)
+        return model
+    return merged
+
+
+def _adapter_keys(adapter: Path | str) -> list[str]:
+    """The tensor names an adapter stores (``adapter_model.safetensors`` or ``.bin``, local or on the hub)."""
+    from peft.utils import load_peft_weights
+
+    try:
+        return list(load_peft_weights(str(adapter), device="cpu"))
+    except Exception as exc:  # peft raises OSError, ValueError or hub errors, depending on what is missing
+        raise ModelSpecError(f"cannot read the weights of the adapter {adapter!r} (offline, or not a peft "
+                             f"adapter): {exc}") from None
+
+
+def _addresses(keys: list[str], module) -> bool:
+    """Whether the first component under ``base_model.model.`` of every key is a child of ``module``."""
+    children = {k.split(".")[2] for k in keys if k.startswith("base_model.model.") and k.count(".") > 2}
+    return bool(children) and all(hasattr(module, c) for c in children)
 
 
 def resolve_adapter(reference: str, base_dir: Path | None = None) -> str:

@@ -3,6 +3,7 @@
 A preset is a model card that reproduces its authors' conventions (variant, prefixes, BOS, logit scale,
 padding side, lengths, top-k, weight scale) around their hub checkpoint, so a user loads it by name
 without reading their code. Any field can still be overridden: ``csplade:lion-sp-1b,max_doc_length=192``.
+Dense presets (``lion-ds-*``) are read by the dense encoder: ``--encoder csplade-dense:lion-ds-1b``.
 The published scores live in the 2CR matrices (``repro/*.yaml``, marked ``published``).
 """
 
@@ -58,6 +59,23 @@ def _lion_sp(size: str) -> Preset:
               "hidden_size**-0.25; no prompt; EOS pad, left padding; 64/512 tokens")
 
 
+def _lion_ds(size: str) -> Preset:
+    # Lion-DS: the dense twin of Lion-SP (``csplade-dense:lion-ds-1b``). Same adapter conventions, tokenizer,
+    # lengths and padding; the adapter was trained on a headless bidirectional LlamaModel (its keys address
+    # ``base_model.model.layers``, which the loader applies to the decoder) and the vector is the mean of
+    # the L2-normalised final states of every non-pad token, BOS included (DecoderOnlyBiDense.encode).
+    repo = f"hzeng/Lion-DS-{size.upper()}-llama3-marco-mntp"
+    return Preset(
+        name=f"lion-ds-{size}",
+        card=dict(backbone=None, adapter=repo, tokenizer=repo, representation="dense", dense_pooling="mean",
+                  variant="bidirectional", add_bos=True, query_prefix="", doc_prefix="", max_query_length=64,
+                  max_doc_length=512, logit_scale=None, query_top_k=None, doc_top_k=None, padding_side="left"),
+        source="Lion (Zeng, Killingback, Zamani, arXiv 2502.15526); its public code (HansiZeng/scaling-retriever: "
+               "LlamaBiDense.load_from_lora, DecoderOnlyBiDense.encode, eval_dense.py)",
+        notes="dense; adapter on the headless decoder of the base model its adapter_config names; BOS kept; "
+              "bidirectional; mean of L2-normalised token states; no prompt; EOS pad, left padding; 64/512 tokens")
+
+
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     # Llama 3.1 and 3.2 share one tokenizer (128,256 entries): the ungated mirror the Tevatron port tested
     # serves every size.
@@ -66,6 +84,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     _laconic("8b", LLAMA3_TOKENIZER),
     _lion_sp("1b"),
     _lion_sp("8b"),
+    _lion_ds("1b"),
+    _lion_ds("8b"),
 )}
 
 

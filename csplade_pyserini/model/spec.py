@@ -102,23 +102,28 @@ def default_model_ref() -> str | None:
     return str(DEFAULT_MODEL_DIR) if (DEFAULT_MODEL_DIR / CARD_NAME).exists() else None
 
 
+def _named_card(model: str) -> tuple[ModelCard, Path | None] | None:
+    """The card ``model`` names and the folder its relative paths start from: a preset (unless a local file
+    or folder has that name), a card file, or a checkpoint folder; None when ``model`` is a bare backbone."""
+    path = Path(model).expanduser()
+    preset = preset_card(model)
+    if preset is not None and not path.exists():
+        return ModelCard(**preset), None
+    if path.is_file() and path.suffix == ".json":
+        return ModelCard.load(path), path.parent.resolve()
+    if path.is_dir() and (path / CARD_NAME).exists():
+        return ModelCard.load(path), path.resolve()
+    return None
+
+
 def resolve_card(model: str | None, overrides: dict[str, Any] | None = None) -> tuple[ModelCard, Path | None]:
     """Card and the folder its relative paths are resolved against."""
     model = model if model is not None else default_model_ref()
-    base_dir: Path | None = None
-    if model is None:
-        card = ModelCard(**BARE_BACKBONE_DEFAULTS)
+    named = _named_card(model) if model is not None else None
+    if named is not None:
+        card, base_dir = named
     else:
-        path = Path(model).expanduser()
-        preset = preset_card(model)
-        if preset is not None and not path.exists():  # a local file or folder of that name wins
-            card = ModelCard(**preset)
-        elif path.is_file() and path.suffix == ".json":
-            card, base_dir = ModelCard.load(path), path.parent.resolve()
-        elif path.is_dir() and (path / CARD_NAME).exists():
-            card, base_dir = ModelCard.load(path), path.resolve()
-        else:
-            card = ModelCard(backbone=model, **BARE_BACKBONE_DEFAULTS)
+        card, base_dir = ModelCard(**({"backbone": model} if model else {}), **BARE_BACKBONE_DEFAULTS), None
     return _with_overrides(card, overrides), base_dir
 
 
@@ -133,18 +138,17 @@ def _with_overrides(card: ModelCard, overrides: dict[str, Any] | None) -> ModelC
 
 
 def resolve_dense_card(model: str | None, overrides: dict[str, Any] | None = None) -> tuple[ModelCard, Path | None]:
-    """A ``csplade-dense`` spec's card: a dense checkpoint, or a bare backbone (default: the offline default
-    backbone, untrained) read as a dense model; a sparse checkpoint is refused."""
-    path = Path(model).expanduser() if model is not None else None
-    is_card = path is not None and ((path.is_file() and path.suffix == ".json") or (path / CARD_NAME).exists())
-    if is_card or (model is not None and preset_card(model) is not None):
-        card, base_dir = resolve_card(model, overrides)
-        if not card.is_dense:
-            raise ModelSpecError(f"{model} is a sparse model: search it with --encoder csplade:{model} (Lucene impact "
-                                 "index); csplade-dense needs a dense checkpoint (train contrastive --representation dense)")
-        return card, base_dir
-    card = ModelCard(backbone=model or DEFAULT_BACKBONE, representation="dense")
-    return _with_overrides(card, overrides), None
+    """A ``csplade-dense`` spec's card: a dense checkpoint or preset, or a bare backbone (default: the offline
+    default backbone, untrained) read as a dense model; a sparse checkpoint is refused."""
+    named = _named_card(model) if model is not None else None
+    if named is None:
+        card = ModelCard(backbone=model or DEFAULT_BACKBONE, representation="dense")
+        return _with_overrides(card, overrides), None
+    card, base_dir = _with_overrides(named[0], overrides), named[1]
+    if not card.is_dense:
+        raise ModelSpecError(f"{model} is a sparse model: search it with --encoder csplade:{model} (Lucene impact "
+                             "index); csplade-dense needs a dense checkpoint (train contrastive --representation dense)")
+    return card, base_dir
 
 
 def card_from_spec(spec: str) -> tuple[ModelCard, Path | None]:

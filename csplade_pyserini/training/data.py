@@ -25,7 +25,7 @@ from typing import Iterable, Iterator, Mapping
 
 from csplade_pyserini.datasets import beir_file, join_title, load_qrels, read_corpus, read_queries
 from csplade_pyserini.runs.format import read_run as read_trec_run  # the one TREC line parser
-from csplade_pyserini.textio import json_object, read_lines
+from csplade_pyserini.textio import read_jsonl, read_lines
 from csplade_pyserini.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -213,10 +213,7 @@ def _tevatron_passages(record: dict, key: str, path: Path, number: int) -> list[
 
 
 def _tevatron(path: Path) -> Iterator[TrainingExample]:
-    for number, line in read_lines(path):
-        if not line.strip():
-            continue
-        record = json_object(line, path, number)
+    for number, record in read_jsonl(path):
         query = record.get("query")
         if not isinstance(query, str):
             raise InputError("missing query text (a string)", path=path, line=number, field="query")

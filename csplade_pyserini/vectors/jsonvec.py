@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping
 
 from csplade_pyserini.atomic import atomic_dir, atomic_file
 from csplade_pyserini.errors import InputError
-from csplade_pyserini.textio import json_object, read_lines
+from csplade_pyserini.textio import read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -173,13 +173,7 @@ def read_vectors(folder: str | Path) -> Iterator[dict[str, Any]]:
     """Read and validate every line of a vector folder (file, line and field named on error)."""
     seen: dict[str, tuple[Path, int]] = {}
     for path in vector_files(folder):
-        for number, text in read_lines(path):
-            if not text.strip():
-                continue
-            record = json_object(text, path, number)
-            for name in ("id", "vector"):
-                if name not in record:
-                    raise InputError("missing field", path=path, line=number, field=name)
+        for number, record in read_jsonl(path, required=("id", "vector")):
             if not isinstance(record["vector"], dict):
                 raise InputError("must be an object of term: weight", path=path, line=number, field="vector")
             check_vector(record["vector"], path=path, line=number)
