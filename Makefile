@@ -22,7 +22,7 @@ BENCH_ARGS ?=
 # the default model's DL19-pool impact index (bench-training builds it)
 DL19_INDEX ?= index/dl19-pool.csplade.runs-train-cpu-recipe-model-best
 
-.PHONY: install install-pyserini2 test-pyserini2 demo demo-quick train test bench bench-encoding bench-retrieval bench-training bench-latency bench-engines bench-dense clean-venv
+.PHONY: install install-pyserini2 test-pyserini2 demo demo-quick train test bench bench-encoding bench-retrieval bench-training bench-latency bench-query-profile bench-engines bench-dense clean-venv
 
 install: $(STAMP)
 
@@ -59,7 +59,7 @@ test-pyserini2: install-pyserini2
 	$(MAKE) test PYTHON=$(PYTHON312) VENV=$(VENV2)
 
 # Benchmarks are commands, not tests: each writes eval/results/bench-*.{md,json} (hours of CPU in all).
-bench: bench-encoding bench-retrieval bench-training bench-latency bench-engines bench-dense
+bench: bench-encoding bench-retrieval bench-training bench-latency bench-query-profile bench-engines bench-dense
 
 bench-encoding: install
 	$(PY) -m csplade_pyserini.benchmarks.encoding --docs 256 $(BENCH_ARGS)
@@ -75,6 +75,10 @@ bench-latency: install
 	$(PY) -m csplade_pyserini.benchmarks.query_latency $(BENCH_ARGS)
 	$(PY) -m csplade_pyserini.benchmarks.query_latency --topics dl19-passage --name bench-latency-dl19-pool \
 	    --index $(DL19_INDEX) --bm25-index index/dl19-pool.bm25/lucene $(BENCH_ARGS)
+
+# after bench-training: where a batch-1 query encode spends its time, and three int8 variants' cost
+bench-query-profile: install
+	$(PY) -m csplade_pyserini.benchmarks.query_profile --dl19-index $(DL19_INDEX) $(BENCH_ARGS)
 
 bench-engines: install
 	$(PY) -m csplade_pyserini.benchmarks.engines $(BENCH_ARGS)
