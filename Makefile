@@ -74,7 +74,7 @@ bench-training: install
 bench-latency: install
 	$(PY) -m csplade_pyserini.benchmarks.query_latency $(BENCH_ARGS)
 	$(PY) -m csplade_pyserini.benchmarks.query_latency --topics dl19-passage --name bench-latency-dl19-pool \
-	    --index $(DL19_INDEX) --bm25-index index/dl19-pool.bm25/lucene $(BENCH_ARGS)
+	    --index $(DL19_INDEX) --bm25-index index/dl19-pool.bm25/lucene --splade-index index/dl19-pool.splade-tiny $(BENCH_ARGS)
 
 # after bench-training: where a batch-1 query encode spends its time, and three int8 variants' cost
 bench-query-profile: install
