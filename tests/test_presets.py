@@ -245,3 +245,23 @@ def test_an_adapter_for_another_module_tree_is_refused(tmp_path, tokenizer_dir):
     lora.save_pretrained(tmp_path / "adapter")
     with pytest.raises(ModelSpecError, match=r"2 of its 6 tensors address no module .*layers\.2"):
         apply_adapter(LlamaForCausalLM(LlamaConfig(num_hidden_layers=2, **config)), tmp_path / "adapter")
+
+
+def test_lion_ds_preset_through_the_literal_pyserini_faiss_commands(hub_cache, tmp_path):
+    import faiss
+
+    env = {"HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "contents": text}) + "\n" for i, text in enumerate(
+        ["Cells divide by mitosis.", "Aspirin reduces the risk of heart attack in adults over fifty years of age."])))
+    topics = tmp_path / "topics.tsv"
+    topics.write_text("q1\tDoes aspirin prevent heart attacks?\n")
+    run_python("-m", "pyserini.encode", "input", "--corpus", str(corpus), "output", "--embeddings",
+               str(tmp_path / "faiss"), "--to-faiss", "encoder", "--encoder", "csplade-dense:lion-ds-1b",
+               "--device", "cpu", env=env)
+    assert faiss.read_index(str(tmp_path / "faiss" / "index")).d == 32  # the model's hidden size
+    run_python("-m", "pyserini.search.faiss", "--index", str(tmp_path / "faiss"), "--topics", str(topics),
+               "--encoder", "csplade-dense:lion-ds-1b", "--output", str(tmp_path / "run.txt"), "--hits", "2",
+               "--device", "cpu", env=env)
+    lines = (tmp_path / "run.txt").read_text().split("\n")
+    assert sorted(line.split()[2] for line in lines if line) == ["d0", "d1"]
