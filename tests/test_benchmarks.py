@@ -53,3 +53,14 @@ def test_table_has_one_row_per_system_and_a_column_pair_per_collection(tmp_path)
     assert "`python -m csplade_pyserini.train recipe`: 3600 s wall, peak RSS 5000 MB" in text and "| train model | 900 | 4000 |" in text
     assert "- default: step 0: 0.6000, step 100: 0.7000; kept: step 100" in text
     assert (tmp_path / "t.md").read_text() == text
+
+
+def test_write_report_writes_json_and_markdown_whole(tmp_path, monkeypatch, capsys):
+    from csplade_pyserini.benchmarks import _tables
+
+    monkeypatch.setattr(_tables, "RESULTS", tmp_path / "results")
+    assert _tables.write_report("bench-x", {"rows": [1]}, "# table\n") == "# table\n"
+    assert json.loads((tmp_path / "results" / "bench-x.json").read_text()) == {"rows": [1]}
+    assert (tmp_path / "results" / "bench-x.md").read_text() == "# table\n"
+    assert capsys.readouterr().out == "# table\n\n"
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["bench-x.json", "bench-x.md"]  # no temp files

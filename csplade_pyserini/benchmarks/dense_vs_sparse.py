@@ -35,12 +35,12 @@ import torch
 
 from csplade_pyserini.atomic import atomic_file
 from csplade_pyserini.benchmarks._subprocess import run_measured
+from csplade_pyserini.benchmarks._tables import RESULTS, write_report
 from csplade_pyserini.cli import run_cli, set_threads
 from csplade_pyserini.errors import InputError
-from csplade_pyserini.paths import EVAL_DIR, PACKAGE_DIR, RUNS_DIR, shared_path
+from csplade_pyserini.paths import PACKAGE_DIR, RUNS_DIR, shared_path
 
 logger = logging.getLogger(__name__)
-RESULTS = EVAL_DIR / "results"
 REPRESENTATIONS = ("sparse", "dense")
 FROZEN = 28  # the recipes' --frozen-layers: the layer whose input the cache holds
 
@@ -262,7 +262,7 @@ def remeasure_speed(rows: list[dict], sample: list[str]) -> None:
         row["encoding"] = encoding_speed(CspladeModel.from_spec(f"{prefix}:{row['checkpoint']}", cache=False), sample)
 
 
-def write_report(rows: list[dict], trained: dict[str, dict], args, threads: int) -> str:
+def report_text(rows: list[dict], trained: dict[str, dict], args, threads: int) -> str:
     lines = ["# Sparse vs dense on one backbone (Lion's comparison, CPU budget)", "",
              f"SmolLM2-135M causal, LoRA r16 on the top 2 layers above the CPU recipe's layer-{FROZEN} cache, the same "
              "data, teacher, objective (InfoNCE + KL to splade-tiny), 120 steps of 8 queries x 4 documents; "
@@ -344,14 +344,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_results(rows: list[dict], trained: dict, args, threads: int) -> int:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with atomic_file(RESULTS / f"{args.name}.json") as handle:
-        json.dump({"rows": rows, "training": trained, "threads": threads, "dl19_pool": getattr(args, "dl19_rows", None),
-                   "measured": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")}, handle, indent=2)
-    report = write_report(rows, trained, args, threads)
-    with atomic_file(RESULTS / f"{args.name}.md") as handle:
-        handle.write(report)
-    print(report)
+    data = {"rows": rows, "training": trained, "threads": threads, "dl19_pool": getattr(args, "dl19_rows", None),
+            "measured": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")}
+    write_report(args.name, data, report_text(rows, trained, args, threads))
     return 0
 
 

@@ -24,12 +24,12 @@ import torch
 
 from csplade_pyserini.atomic import atomic_file
 from csplade_pyserini.benchmarks._subprocess import run_measured, self_peak_rss_mb
+from csplade_pyserini.benchmarks._tables import RESULTS
 from csplade_pyserini.cli import run_cli
 from csplade_pyserini.datasets import read_corpus
-from csplade_pyserini.paths import EVAL_DIR, shared_path
+from csplade_pyserini.paths import shared_path
 
 logger = logging.getLogger(__name__)
-RESULTS = EVAL_DIR / "results"
 SHAPES = [(2048, 2048, 2048), (4096, 576, 1536), (2048, 1536, 576), (1024, 576, 12288)]
 
 

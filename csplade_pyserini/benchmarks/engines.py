@@ -12,18 +12,15 @@ Writes ``eval/results/bench-engines.{md,json}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import logging
 import statistics
 import time
-from pathlib import Path
 
-from csplade_pyserini.atomic import atomic_file
+from csplade_pyserini.benchmarks._tables import write_report
 from csplade_pyserini.cli import run_cli, set_threads
 
 logger = logging.getLogger(__name__)
-RESULTS = Path("eval/results")
 
 
 def top_ids(hits: list[tuple[str, float]], k: int = 10) -> set[str]:
@@ -82,9 +79,6 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("%s: %s", label, rows[-1])
     result = {"vectors": args.vectors, "topics": args.topics, "queries": len(qids), "threads": threads,
               "measured": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "rows": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with atomic_file(RESULTS / f"{args.name}.json") as handle:
-        json.dump(result, handle, indent=2)
     lines = [f"# Engines on the same vectors ({args.topics}, {len(qids)} queries one at a time, {threads} threads "
              f"for building, measured {result['measured']}; 1-minute load average "
              f"{load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end)", "",
@@ -93,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {row['engine']} | {row['search_ms']:.2f} | {row['recall_exact_top10']:.4f} | "
                      f"{row['scores']['nDCG@10']:.4f} | {row['scores']['R@100']:.4f} | "
                      f"{'-' if row['build_s'] is None else format(row['build_s'], '.1f')} |")
-    text = "\n".join(lines) + "\n"
-    with atomic_file(RESULTS / f"{args.name}.md") as handle:
-        handle.write(text)
-    print(text)
+    write_report(args.name, result, "\n".join(lines) + "\n")
     return 0
 
 

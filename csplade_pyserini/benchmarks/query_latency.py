@@ -19,21 +19,19 @@ Writes ``eval/results/bench-latency.{md,json,png}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import logging
 import statistics
 import time
 from pathlib import Path
 
-from csplade_pyserini.atomic import atomic_file
+from csplade_pyserini.benchmarks._tables import RESULTS, write_report
 from csplade_pyserini.cli import run_cli, set_threads
 from csplade_pyserini.evaluation.significance import PairedComparison, paired_comparison
 from csplade_pyserini.model.quantization import model_bytes
 from csplade_pyserini.paths import shared_path
 
 logger = logging.getLogger(__name__)
-RESULTS = Path("eval/results")
 VARIANTS = ("dtype=float32", "dtype=bfloat16", "quantization=int8-dynamic", "quantization=int8-weight-only",
             "quantization=int4-weight-only", "quantization=bnb-int8", "quantization=bnb-nf4", "query_side=idf-tokens")
 
@@ -233,9 +231,6 @@ def main(argv: list[str] | None = None) -> int:
         logger.warning("no splade-tiny row: %s or %s missing", splade_model, args.splade_index)
     result = {"index": args.index, "topics": args.topics, "queries": len(qids), "torch_threads": threads,
               "measured": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "rows": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with atomic_file(RESULTS / f"{args.name}.json") as handle:
-        json.dump(result, handle, indent=2)
     fp32 = rows[1]["encode_ms"]["mean"]
     lines = [f"# Batch-1 query latency ({args.topics}, {len(qids)} queries, {threads} torch threads, measured "
              f"{result['measured']}; 1-minute load average {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} "
@@ -260,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             "-" if row.get("peak_rss_mb") is None else f"{row['peak_rss_mb']:.0f}",
             "-" if row.get("docs_per_s") is None else f"{row['docs_per_s']:.2f}",
             "-" if enc is None else f"{row['load_s']:.1f}"]) + " |")
+    RESULTS.mkdir(parents=True, exist_ok=True)
     plot(rows, RESULTS / f"{args.name}.png", args.topics)
     lines += ["", "Change vs fp32: the mean per-query nDCG@10 difference, its 95% bootstrap interval and the p-value "
               "of a paired randomisation test (evaluation/significance.py); an interval that holds 0 is not a "
@@ -268,10 +264,7 @@ def main(argv: list[str] | None = None) -> int:
               "queries and the document sample (it includes the BM25 searcher and the JVM). docs/s: "
               f"{len(sample)} SciFact documents encoded in batches by the same model.", "",
               f"![effectiveness against latency]({args.name}.png)"]
-    text = "\n".join(lines) + "\n"
-    with atomic_file(RESULTS / f"{args.name}.md") as handle:
-        handle.write(text)
-    print(text)
+    write_report(args.name, result, "\n".join(lines) + "\n")
     return 0
 
 

@@ -19,16 +19,14 @@ interval and p-value (``evaluation/significance.py``). Writes ``eval/results/ben
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import statistics
 import time
 import warnings
-from pathlib import Path
 
-from csplade_pyserini.atomic import atomic_file
-from csplade_pyserini.benchmarks.query_latency import RESULTS, timed_search
+from csplade_pyserini.benchmarks._tables import write_report
+from csplade_pyserini.benchmarks.query_latency import timed_search
 from csplade_pyserini.cli import run_cli, set_threads
 from csplade_pyserini.evaluation.significance import PairedComparison, paired_comparison
 
@@ -169,9 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     int8 = {name: int8_rows(args.model, name, index, args.hits) for name, index in sets.items()}
     result = {"torch_threads": threads, "measured": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
               "profile": stages, "int8": int8}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with atomic_file(RESULTS / f"{args.name}.json") as handle:
-        json.dump(result, handle, indent=2)
     whole = stages["stages_ms"]["whole encode (encode_batch)"]
     lines = [f"# Batch-1 query encoding: where the time goes ({threads} torch threads, measured {result['measured']}; "
              f"1-minute load average {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end)", "",
@@ -190,10 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             change = PairedComparison(**row["vs_fp32"]).describe() if "vs_fp32" in row else "-"
             lines.append(f"| {name} | {row['row']} | {row['encode_ms']:.1f} | "
                          f"{rows[0]['encode_ms'] / row['encode_ms']:.2f}x | {row['nDCG@10']:.4f} | {change} |")
-    text = "\n".join(lines) + "\n"
-    with atomic_file(RESULTS / f"{args.name}.md") as handle:
-        handle.write(text)
-    print(text)
+    write_report(args.name, result, "\n".join(lines) + "\n")
     return 0
 
 

@@ -20,12 +20,11 @@ import logging
 
 from csplade_pyserini.atomic import atomic_file
 from csplade_pyserini.benchmarks._subprocess import run_measured
-from csplade_pyserini.benchmarks._tables import cell
+from csplade_pyserini.benchmarks._tables import RESULTS, cell
 from csplade_pyserini.cli import run_cli
-from csplade_pyserini.paths import EVAL_DIR, shared_path
+from csplade_pyserini.paths import shared_path
 
 logger = logging.getLogger(__name__)
-RESULTS = EVAL_DIR / "results"
 DEFAULT_MODELS = "csplade:smollm2,variant=causal;csplade:smollm2,variant=bidirectional;csplade:smollm2,variant=echo"
 
 

@@ -27,12 +27,12 @@ from pathlib import Path
 import torch
 
 from csplade_pyserini.atomic import atomic_file
+from csplade_pyserini.benchmarks._tables import RESULTS
 from csplade_pyserini.cli import run_cli, set_threads
 from csplade_pyserini.errors import InputError
 from csplade_pyserini.paths import shared_path
 
 logger = logging.getLogger(__name__)
-RESULTS = Path("eval/results")
 
 
 @contextlib.contextmanager

@@ -26,12 +26,11 @@ from pathlib import Path
 
 from csplade_pyserini.atomic import atomic_file
 from csplade_pyserini.benchmarks._subprocess import run_measured
-from csplade_pyserini.benchmarks._tables import cell
+from csplade_pyserini.benchmarks._tables import RESULTS, cell
 from csplade_pyserini.cli import run_cli
-from csplade_pyserini.paths import EVAL_DIR, RUNS_DIR, shared_path
+from csplade_pyserini.paths import RUNS_DIR, shared_path
 
 logger = logging.getLogger(__name__)
-RESULTS = EVAL_DIR / "results"
 PREVIOUS = "previous-default"
 
 

@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from csplade_pyserini.textio import read_yaml
 from csplade_pyserini.errors import InputError
 

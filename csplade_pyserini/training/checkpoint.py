@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import re
 import shutil
 from pathlib import Path
