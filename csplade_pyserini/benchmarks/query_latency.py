@@ -71,32 +71,48 @@ def timed_search(searcher, qids: list[str], texts: list[str], hits: int) -> tupl
     return run, seconds
 
 
-def splade_row(model_dir: Path, index: str, qids: list[str], texts: list[str], topics: str, measures: list,
-               hits: int) -> dict:
-    """The splade-tiny baseline's query side, timed the same way: Pyserini's own ``SpladeQueryEncoder`` (a
-    4-layer BERT) at batch 1, then its own impact index."""
+WARM_UP = ("warm-up query one", "a second warm-up query", "and a third one")
+"""Encoded before the timed queries (first calls allocate and build kernels); never the measured texts, which a
+query encoder would then answer from its cache."""
+
+
+def time_query_side(encoder, index: str, qids: list[str], texts: list[str],
+                    hits: int) -> tuple[list[dict], list[float], dict, list[float]]:
+    """What ``pyserini.search.lucene --impact`` does per query, timed apart: each query encoded alone by
+    ``encoder`` (any Pyserini query encoder), then ``index`` searched with the vectors (after a 10-query
+    warm-up). The searcher is built with ``encoder`` itself first, so a CSPLADE encoder checks the index's
+    model and takes its idf. Returns the vectors, encode seconds, the run and search seconds."""
     from pyserini.search.lucene import LuceneImpactSearcher
 
-    from csplade_pyserini.baselines import splade_query_encoder
-    from csplade_pyserini.evaluation.measures import evaluate_run
     from csplade_pyserini.search import _Precomputed
 
-    reset_peak_rss()
-    start = time.perf_counter()
-    encoder = splade_query_encoder(model_dir)
-    load_s = time.perf_counter() - start
-    for text in ["warm-up query one", "a second warm-up query", "and a third one"]:
+    searcher = LuceneImpactSearcher(index, encoder)
+    for text in WARM_UP:
         encoder.encode(text)
     vectors, encode_s = [], []
     for text in texts:
         begin = time.perf_counter()
         vectors.append(encoder.encode(text))
         encode_s.append(time.perf_counter() - begin)
-    searcher = LuceneImpactSearcher(index, encoder)
     searcher.query_encoder = _Precomputed(dict(zip(texts, vectors)))
     timed_search(searcher, qids[:10], texts[:10], hits)
     run, search_s = timed_search(searcher, qids, texts, hits)
     searcher.close()
+    return vectors, encode_s, run, search_s
+
+
+def splade_row(model_dir: Path, index: str, qids: list[str], texts: list[str], topics: str, measures: list,
+               hits: int) -> dict:
+    """The splade-tiny baseline's query side, timed the same way: Pyserini's own ``SpladeQueryEncoder`` (a
+    4-layer BERT) at batch 1, then its own impact index."""
+    from csplade_pyserini.baselines import splade_query_encoder
+    from csplade_pyserini.evaluation.measures import evaluate_run
+
+    reset_peak_rss()
+    start = time.perf_counter()
+    encoder = splade_query_encoder(model_dir)
+    load_s = time.perf_counter() - start
+    vectors, encode_s, run, search_s = time_query_side(encoder, index, qids, texts, hits)
     scores, per_query = evaluate_run(run, topics, measures, per_query=True)
     return {"system": "splade-tiny (Pyserini SpladeQueryEncoder, its own index)", "load_s": load_s,
             "encode_ms": _ms(encode_s), "search_ms": _ms(search_s),
@@ -159,12 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     threads = set_threads(args.threads)
     load_start = os.getloadavg()[0]  # printed with the results: another busy process shows there
 
-    from pyserini.search.lucene import LuceneImpactSearcher, LuceneSearcher
+    from pyserini.search.lucene import LuceneSearcher
 
     from csplade_pyserini.datasets import load_topics
     from csplade_pyserini.evaluation.measures import evaluate_run, measures_for
     from csplade_pyserini.integration.encoders import CspladeQueryEncoder
-    from csplade_pyserini.search import _Precomputed
 
     topics = load_topics(args.topics)
     qids, texts = list(topics), [topics[q] for q in topics]
@@ -193,18 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         encoder = CspladeQueryEncoder(spec)
         load_s = time.perf_counter() - start
-        searcher = LuceneImpactSearcher(args.index, encoder)  # checks the model, hands over the index's idf
-        for text in ["warm-up query one", "a second warm-up query", "and a third one"]:  # first calls allocate
-            encoder.encode(text)
-        vectors, encode_s = [], []
-        for text in texts:
-            begin = time.perf_counter()
-            vectors.append(encoder.encode_batch([text])[0])
-            encode_s.append(time.perf_counter() - begin)
-        searcher.query_encoder = _Precomputed(dict(zip(texts, vectors)))
-        timed_search(searcher, qids[:10], texts[:10], args.hits)
-        run, search_s = timed_search(searcher, qids, texts, args.hits)
-        searcher.close()
+        vectors, encode_s, run, search_s = time_query_side(encoder, args.index, qids, texts, args.hits)
         docs_per_s = None
         if sample and encoder.model.card.query_side == "model":
             begin = time.perf_counter()

@@ -26,7 +26,7 @@ import time
 import warnings
 
 from csplade_pyserini.benchmarks._tables import write_report
-from csplade_pyserini.benchmarks.query_latency import timed_search
+from csplade_pyserini.benchmarks.query_latency import WARM_UP, time_query_side
 from csplade_pyserini.cli import run_cli, set_threads
 from csplade_pyserini.evaluation.significance import PairedComparison, paired_comparison
 
@@ -38,16 +38,13 @@ INT8_ROWS = ("float32", "int8-dynamic (card: per-tensor weights)", "int8 per-cha
              "int8 per-tensor, MLP down-projections in float")
 
 
-WARM_UP = ("warm-up query one", "a second warm-up query", "and a third, somewhat longer, warm-up query")
-
-
 def _mean_ms(seconds: list[float]) -> float:
     return 1000 * statistics.fmean(seconds)
 
 
 def _timed(function, texts: list[str]) -> list[float]:
-    for text in WARM_UP:  # first calls allocate and build kernels; not the measured texts, which the query
-        function(text)    # encoder would then answer from its cache
+    for text in WARM_UP:
+        function(text)
     seconds = []
     for text in texts:
         start = time.perf_counter()
@@ -112,13 +109,10 @@ def _quantise(encoder, row: str) -> None:
 
 def int8_rows(model: str, topics_name: str, index: str, hits: int) -> list[dict]:
     """Part 2 on one topic set: every row of :data:`INT8_ROWS`, searched on ``index``."""
-    from pyserini.search.lucene import LuceneImpactSearcher
-
     from csplade_pyserini.datasets import load_topics
     from csplade_pyserini.evaluation.measures import evaluate_run, measures_for
     from csplade_pyserini.integration.encoders import CspladeQueryEncoder
     from csplade_pyserini.model import encoder as encoder_module
-    from csplade_pyserini.search import _Precomputed
 
     topics = load_topics(topics_name)
     qids, texts = list(topics), [topics[q] for q in topics]
@@ -130,12 +124,7 @@ def int8_rows(model: str, topics_name: str, index: str, hits: int) -> list[dict]
         encoder = CspladeQueryEncoder(f"{model},quantization=int8-dynamic" if card_mode else f"{model},dtype=float32")
         if row != "float32" and not card_mode:
             _quantise(encoder, row)
-        vectors = {}
-        seconds = _timed(lambda t: vectors.__setitem__(t, encoder.encode_batch([t])[0]), texts)
-        searcher = LuceneImpactSearcher(index, encoder)
-        searcher.query_encoder = _Precomputed(vectors)
-        run, _ = timed_search(searcher, qids, texts, hits)
-        searcher.close()
+        _, seconds, run, _ = time_query_side(encoder, index, qids, texts, hits)
         scores, per_query = evaluate_run(run, topics_name, measures, per_query=True)
         entry = {"row": row, "encode_ms": _mean_ms(seconds), "nDCG@10": scores["nDCG@10"],
                  "per_query": {q: v["nDCG@10"] for q, v in per_query.items()}}

@@ -116,31 +116,23 @@ class CspladeQueryEncoder(QueryEncoder):
         return [self._cache[t] for t in texts]
 
 
-class CspladeDenseQueryEncoder(QueryEncoder):
-    """``--encoder csplade-dense[:MODEL]`` in ``pyserini.search.faiss``: one float32 vector per query.
-    Pyserini's own options for its dense encoders (``--pooling``, ``--l2-norm``, ``--tokenizer``, the query
-    prefix) are ignored: the model card holds them, as it did when the index was built."""
+class CspladeDenseQueryEncoder(CspladeQueryEncoder):
+    """``--encoder csplade-dense[:MODEL]`` in ``pyserini.search.faiss``: one float32 vector per query (the
+    sparse encoder's cache, another output). Pyserini's own options for its dense encoders (``--pooling``,
+    ``--l2-norm``, ``--tokenizer``, the query prefix) are ignored: the model card holds them, as it did when
+    the index was built."""
 
     def __init__(self, encoder_dir: str = "csplade-dense", device: str = "cpu", **_ignored):
-        super().__init__()
-        self.has_model = True
-        self.model = CspladeModel.from_spec(encoder_dir, device=str(device))
+        super().__init__(encoder_dir, device)
         self.model._require("dense")
-        self._cache: dict = {}
 
-    def encode(self, text: str, **_ignored):
-        if text not in self._cache:
-            self._cache[text] = self.model.encode_dense([text], kind="query")[0]
-        return self._cache[text]
+    def _encode_many(self, texts: list[str], progress=None):
+        return list(self.model.encode_dense(texts, kind="query", progress=progress))
 
     def encode_batch(self, texts: Sequence[str], progress=None):
         import numpy as np
 
-        todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
-        if todo:
-            for text, vector in zip(todo, self.model.encode_dense(todo, kind="query", progress=progress)):
-                self._cache[text] = vector
-        return np.stack([self._cache[t] for t in texts])
+        return np.stack(super().encode_batch(texts, progress=progress))
 
     def attach_index(self, index_dir: str | Path, idf=None, info: dict | None = None) -> None:
         """Refuse a FAISS index written by another model (its record, written by the encode patch, differs
