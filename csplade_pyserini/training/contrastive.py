@@ -41,10 +41,7 @@ logger = logging.getLogger(__name__)
 def build_loss(args, dense: bool = False) -> SpladeLoss:
     """The run's objective from ``--objective``, in one line per case. A dense model's scores are cosine-like
     (at most 1), divided by the fixed ``--dense-temperature`` as Lion-DS does; it has no FLOPS terms."""
-    if dense:
-        if args.flops_query_weight or args.flops_doc_weight:
-            raise InputError("FLOPS regularisation is for sparse models; set --flops-query-weight and "
-                             "--flops-doc-weight to 0 with --representation dense", field="flops_query_weight")
+    if dense:  # SpladeLoss refuses FLOPS weights for a dense model
         scale = ScoreScale(1.0 / args.dense_temperature, learnable=False, max_scale=1.0 / args.dense_temperature)
     else:
         scale = ScoreScale(args.score_scale, learnable=args.learn_score_scale)

@@ -24,6 +24,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from csplade_pyserini.errors import InputError
+
 IGNORE_INDEX = -100
 
 
@@ -381,7 +383,8 @@ class SpladeLoss(torch.nn.Module):
                  ramp_fraction: float = 1 / 3, sparse: bool = True):
         super().__init__()
         if not sparse and (query_flops or doc_flops):
-            raise ValueError("FLOPS regularisation is for sparse vectors")
+            raise InputError("FLOPS regularisation is for sparse models; set --flops-query-weight and "
+                             "--flops-doc-weight to 0 with --representation dense", field="flops_query_weight")
         self.main = main
         self.query_flops, self.doc_flops, self.ramp_fraction = query_flops, doc_flops, ramp_fraction
         self.sparse = sparse
