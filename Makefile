@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 # Pyserini 1.6 with torch 2.13.0, Python >= 3.12 gives Pyserini 2.4 with torch 2.14.1 (README,
 # "Pyserini versions"). `make install PYTHON=python3.12 VENV=.venv-pyserini2` picks the 2.x line by hand;
 # `make install-pyserini2` / `make test-pyserini2` do that with the Python 3.12 found below.
-# torch goes in first so that pyserini does not pull the newest CUDA build (OFFLINE.md, point 2).
+# torch goes in first so that pyserini does not pull the newest CUDA build (its CUDA wheels alone are several GB).
 # For a CUDA machine: make install TORCH_INDEX=https://download.pytorch.org/whl/cu128
 TORCH_SPEC ?= 'torch==2.13.0; python_version < "3.12"' 'torch==2.14.1; python_version >= "3.12"'
 # The Pyserini 2.x line: its own venv, a Python 3.12 from PATH or else from pyenv (whose python3.12 shim
@@ -22,7 +22,7 @@ BENCH_ARGS ?=
 # the default model's DL19-pool impact index (bench-training builds it)
 DL19_INDEX ?= index/dl19-pool.csplade.runs-train-cpu-recipe-model-best
 
-.PHONY: install install-pyserini2 test-pyserini2 demo demo-quick train test bench bench-encoding bench-retrieval bench-training bench-latency bench-query-profile bench-engines bench-dense clean-venv
+.PHONY: install install-pyserini2 test-pyserini2 demo demo-quick train train-csplade test bench bench-zero-shot bench-encoding bench-retrieval bench-training bench-latency bench-query-profile bench-engines bench-dense clean-venv
 
 install: $(STAMP)
 
@@ -43,8 +43,16 @@ demo: install
 demo-quick: install
 	$(PY) -m csplade_pyserini.pipeline --quick $(DEMO_ARGS)
 
-# The CPU training recipe: the default model (about 30 min on 2 cores), then the pure CSPLADE model (--pure: 49 min more, mostly its echo activation cache).
+# The default model: the word channel's term-frequency head on SciFact + NFCorpus train (frozen SmolLM2 read
+# up to layer $(WORDS_LAYER), cached once; validation on NFCorpus dev and held-out SciFact train queries).
+WORDS_LAYER ?= 4
 train: install
+	$(PY) -m csplade_pyserini.train words --data ../shared/data/beir/scifact --data ../shared/data/beir/nfcorpus \
+	    --tf-layer $(WORDS_LAYER) --output-dir runs/train/words
+
+# The earlier CPU recipe: LM-head channel + lexical head on SciFact (about 30 min), then the pure CSPLADE model
+# (--pure: 49 min more, mostly its echo activation cache).
+train-csplade: install
 	$(PY) -m csplade_pyserini.train recipe --data ../shared/data/beir/scifact --output-dir runs/train/cpu-recipe --pure
 
 test: install
@@ -59,7 +67,11 @@ test-pyserini2: install-pyserini2
 	$(MAKE) test PYTHON=$(PYTHON312) VENV=$(VENV2)
 
 # Benchmarks are commands, not tests: each writes eval/results/bench-*.{md,json} (hours of CPU in all).
-bench: bench-encoding bench-retrieval bench-training bench-latency bench-query-profile bench-engines bench-dense
+bench: bench-zero-shot bench-encoding bench-retrieval bench-training bench-latency bench-query-profile bench-engines bench-dense
+
+# every system on the DL19 pool, Cranfield, CISI, MEDLINE, Climate-FEVER sentences, SciFact and NFCorpus test
+bench-zero-shot: install
+	$(PY) -m csplade_pyserini.benchmarks.zero_shot $(BENCH_ARGS)
 
 bench-encoding: install
 	$(PY) -m csplade_pyserini.benchmarks.encoding --docs 256 $(BENCH_ARGS)

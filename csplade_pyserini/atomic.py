@@ -105,17 +105,32 @@ def output_lock(path: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_file(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
-    """Open a temporary file next to ``path``; rename it over ``path`` only if the block succeeds."""
+    """Open a temporary file next to ``path``; rename it over ``path`` only if the block succeeds.
+
+    A symlink is written through: the temporary file goes beside its target, which it replaces, and the link
+    stays. Something that is not a regular file (``/dev/null``, a FIFO, a terminal) cannot be replaced by a
+    rename without destroying it: the output is still written to a temporary file first, then copied into it
+    once the block has succeeded."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    if path.is_symlink():
+        path = path.resolve()
+    special = path.exists() and not path.is_file()
+    if not special:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                               dir=None if special else path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())
     try:
         kwargs = {} if "b" in mode else {"encoding": encoding}
         with open(tmp, mode, **kwargs) as handle:
             yield handle
-        os.replace(tmp, path)
+        if special:
+            with open(tmp, "rb") as source, open(path, "wb") as target:
+                shutil.copyfileobj(source, target)
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

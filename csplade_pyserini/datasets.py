@@ -168,6 +168,9 @@ def read_queries(path: Path) -> dict[str, str]:
             if not sep:
                 raise InputError("expected 'qid<TAB>text'", path=path, line=number, field="text")
         qid = str(qid).strip()
+        if not qid or any(c.isspace() for c in qid):
+            raise InputError(f"query id {qid!r} is empty or contains whitespace (TREC runs would break)", path=path,
+                             line=number, field="_id" if jsonl else "qid")
         if qid in queries:
             raise InputError(f"duplicate query id {qid!r}", path=path, line=number, field="qid")
         if not str(text).strip():
@@ -228,7 +231,11 @@ def load_qrels(name_or_path: str | Path) -> dict[str, dict[str, int]]:
             raise InputError(f"relevance {rel!r} is not a number", path=path, line=number, field="relevance") from None
         if not value.is_integer():
             raise InputError(f"relevance {rel!r} is not an integer", path=path, line=number, field="relevance")
-        qrels.setdefault(qid, {})[docid] = int(value)
+        judged = qrels.setdefault(qid, {})
+        if docid in judged:
+            raise InputError(f"query {qid!r} judges document {docid!r} twice (trec_eval refuses such qrels)",
+                             path=path, line=number, field="docid")
+        judged[docid] = int(value)
     return qrels
 
 

@@ -135,14 +135,10 @@ def encode_documents(model, documents: Sequence[Document], out_dir: str | Path, 
                     writer.write(docid, contents, vector)
                 bar.update(len(block))
                 continue
-            texts = [d.contents for d in block]
-            sequences = model.encoder.tokenize(texts, "doc", max_length)
-            block_tokens = sum(len(s) for s in sequences)
+            vectors, block_tokens = model.encode_documents([d.contents for d in block], max_length, max_tokens,
+                                                           max_batch, progress=bar)
             tokens += block_tokens
-            top_k = model.card.doc_top_k
-            encoded = model.encoder.encode_sequences(sequences, top_k=top_k, max_tokens=max_tokens,
-                                                     max_batch=max_batch, device=model.device, progress=bar)
-            rows = [(doc.docid, doc.contents, model.to_impacts(ids, weights)) for doc, (ids, weights) in zip(block, encoded)]
+            rows = [(doc.docid, doc.contents, vector) for doc, vector in zip(block, vectors)]
             for row in rows:
                 writer.write(*row)
             if store:

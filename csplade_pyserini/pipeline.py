@@ -59,7 +59,8 @@ def _beir_local_topics(folder: Path, split: str) -> tuple[dict[str, str], dict[s
     return {q: queries[q] for q in qrels}, qrels
 
 
-def load_task(collection: str, data: str | None, topics: str | None, qrels: str | None, split: str = "test") -> Task:
+def load_task(collection: str, data: str | None, topics: str | None, qrels: str | None, split: str = "test",
+              allow_empty: bool = False) -> Task:
     folder = Path(data) if data else local_collection(collection)
     if folder is None:
         if collection not in IR_DATASETS:
@@ -68,7 +69,7 @@ def load_task(collection: str, data: str | None, topics: str | None, qrels: str 
         if not (folder / "corpus.jsonl").exists():
             logger.info("fetching %s through ir_datasets", IR_DATASETS[collection])
             write_ir_datasets_corpus(IR_DATASETS[collection], folder)
-    documents = list(read_corpus(folder))
+    documents = list(read_corpus(folder, allow_empty=allow_empty))
     default_topics = LOCAL_COLLECTIONS.get(collection, (None, None))[1]
     local = _beir_local_topics(folder, split) if topics is None and folder.is_dir() else None
     if local is not None:
@@ -200,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--qrels", default=None, help="qrels name or file (default: the topics')")
     parser.add_argument("--encoder", action="append", default=None, metavar="SPEC",
                         help="csplade spec; repeat to compare several (default: csplade)")
+    parser.add_argument("--allow-empty", action="store_true",
+                        help="keep empty documents (indexed with no terms; Cranfield has two) instead of refusing them")
     parser.add_argument("--quick", action="store_true", help="judged documents + a sample, labelled QUICK")
     parser.add_argument("--quick-sample", type=int, default=500)
     parser.add_argument("--no-bm25", action="store_true", help="skip the BM25 reference row")
@@ -218,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.threads = set_threads(args.threads)
-    task = load_task(args.collection, args.data, args.topics, args.qrels)
+    task = load_task(args.collection, args.data, args.topics, args.qrels, allow_empty=args.allow_empty)
     if args.quick:
         task = quick_subset(task, args.quick_sample)
     logger.info("%s", task.label)

@@ -18,12 +18,16 @@ def read_lines(path: str | Path, strict: bool = True) -> Iterator[tuple[int, str
     """``(line number, text without the newline)``; ``.gz`` files are decompressed.
 
     ``strict``: a line that is not UTF-8 raises; otherwise it is yielded as ``None`` so that a
-    validator can report it together with every other problem of the file.
+    validator can report it together with every other problem of the file. A UTF-8 byte-order mark at the
+    start of the file is dropped: left in, it would become part of the first id (and pyjnius strips it from
+    strings coming back from Java, so that id would silently never match).
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
             try:
                 yield number, raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:

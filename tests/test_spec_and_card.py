@@ -63,3 +63,25 @@ def test_card_round_trip_and_located_errors(tmp_path):
 def test_logit_scale_auto_is_lion_hidden_size_rule():
     assert ModelCard(logit_scale="auto").resolved_logit_scale(576) == pytest.approx(576 ** -0.25)
     assert ModelCard().resolved_logit_scale(576) is None
+
+
+@pytest.mark.parametrize("field,value", [("add_bos", "false"), ("doc_top_k", True), ("max_doc_length", True),
+                                         ("query_prefix", None), ("term_scheme", "nonsense")])
+def test_card_fields_are_type_checked(field, value):
+    from csplade_pyserini.errors import InputError
+    from csplade_pyserini.model.card import ModelCard
+
+    with pytest.raises(InputError) as error:
+        ModelCard(**{field: value})
+    assert error.value.field == field
+
+
+def test_a_card_giving_a_field_twice_is_refused(tmp_path):
+    from csplade_pyserini.errors import InputError
+    from csplade_pyserini.model.card import ModelCard
+
+    card = tmp_path / "csplade_card.json"
+    card.write_text('{"variant": "echo", "variant": "causal"}')
+    with pytest.raises(InputError, match="twice") as error:
+        ModelCard.load(card)
+    assert error.value.field == "variant"

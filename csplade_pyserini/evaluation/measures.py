@@ -61,11 +61,18 @@ def evaluate_run(run: str | Path | Mapping[str, Mapping[str, float]], qrels: str
 
 
 def read_run_scores(path: Path) -> dict[str, dict[str, float]]:
-    """``{qid: {docid: score}}`` through the one strict TREC run reader (bad lines named by number);
-    a docid listed twice in a topic keeps its first line, as trec_eval does."""
+    """``{qid: {docid: score}}`` through the one strict TREC run reader (bad lines named by number); a docid
+    listed twice for one topic is refused, as trec_eval refuses it ("duplicate docs")."""
     from csplade_pyserini.runs.format import read_run
 
     run: dict[str, dict[str, float]] = {}
+    first: dict[tuple[str, str], int] = {}
     for hit in read_run(path):
-        run.setdefault(hit.qid, {}).setdefault(hit.docid, hit.score)
+        key = (hit.qid, hit.docid)
+        if key in first:
+            raise InputError(f"topic {hit.qid!r} lists document {hit.docid!r} twice (first on line {first[key]}); "
+                             "trec_eval refuses duplicate docs (python -m csplade_pyserini.runs fix repairs it)",
+                             path=path, line=hit.line, field="docid")
+        first[key] = hit.line
+        run.setdefault(hit.qid, {})[hit.docid] = hit.score
     return run

@@ -85,9 +85,9 @@ class CspladeQueryEncoder(QueryEncoder):
         model whose query side differs (:func:`check_index_compatibility`), and keep the index's per-term idf
         (Pyserini's ``LuceneImpactSearcher.idf``), which the inference-free query side (card ``query_side:
         idf-tokens``) weights query tokens with. ``info``: the model record of a vector folder (Seismic)."""
-        check_index_compatibility(index_dir, idf.keys(), term_fingerprint=self.model.term_map.fingerprint(),
+        check_index_compatibility(index_dir, idf.keys(), term_fingerprint=self.model.term_fingerprint(),
                                   card=self.model.card, weight_files=self.model.weight_files(),
-                                  known_terms=self.model.term_map.term_set(), source=self.model.card.backbone,
+                                  known_terms=self.model.known_terms(), source=self.model.card.backbone,
                                   info=info)
         self._idf = idf
 

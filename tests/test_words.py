@@ -1,0 +1,255 @@
+"""The word channel (``model/words.py``): analysis, BM25 saturation, the term-frequency head, its training
+objective, and the channel through the real encode -> Anserini -> search path."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+import torch
+
+from csplade_pyserini.errors import InputError
+from csplade_pyserini.model.card import ModelCard
+from csplade_pyserini.model.words import TermFrequencyHead, WordAnalyzer, bm25_saturation
+from tests.conftest import make_tiny_llama
+
+WORDS = {"term_scheme": "words-porter-v1", "expansion": False, "query_side": "idf-tokens"}
+
+
+def test_analyzer_lowercases_drops_stop_words_and_stems_like_lucene():
+    words = WordAnalyzer().words("The Cells' infections are growing; s.")
+    # 'the', 'are' are Lucene stop words... 'are' is one, 'the' too; 's' (two chars or fewer) is kept unstemmed
+    assert [w for w, _ in words] == ["cell", "infect", "grow", "s"]
+    text = "The Cells' infections are growing; s."
+    assert [text[end - 1] for _, end in words] == ["s", "s", "g", "s"]  # ends point just past each word
+
+
+def test_bm25_saturation_hand_computed():
+    tf = torch.tensor([1.0, 2.0, 0.5])
+    length = torch.tensor([100.0, 50.0, 200.0])
+    got = bm25_saturation(tf, length, 0.9, 0.4, 100.0).tolist()
+    # 1*1.9/(1+0.9*1) ; 2*1.9/(2+0.9*(0.6+0.2)) ; 0.5*1.9/(0.5+0.9*(0.6+0.8))
+    want = [1.0, 3.8 / 2.72, 0.95 / (0.5 + 0.9 * 1.4)]
+    assert got == pytest.approx(want, rel=1e-6)
+
+
+def test_untrained_head_counts_every_occurrence_once():
+    head = TermFrequencyHead(8, 4)
+    states = torch.randn(5, 8)
+    assert head(states).tolist() == [1.0] * 5
+    torch.nn.init.normal_(head.out.weight)
+    assert not torch.allclose(head(states), torch.ones(5))
+
+
+def test_card_refuses_mixing_the_word_channel_with_vocabulary_channels():
+    ModelCard(**WORDS)
+    with pytest.raises(InputError, match="expansion"):
+        ModelCard(**{**WORDS, "expansion": True})
+    with pytest.raises(InputError, match="query_side"):
+        ModelCard(**{**WORDS, "query_side": "model"})
+    with pytest.raises(InputError, match="tf_layer"):
+        ModelCard(**WORDS, tf_head="tf_head.safetensors")
+    with pytest.raises(InputError, match="term_scheme"):
+        ModelCard(term_scheme="nonsense")
+    with pytest.raises(InputError, match="tf_head"):
+        ModelCard(tf_head="x.safetensors", tf_layer=1)
+
+
+@pytest.fixture(scope="module")
+def words_checkpoint(tmp_path_factory, tokenizer_dir):
+    """A tiny random Llama with a random term-frequency head on its layer 1."""
+    folder = make_tiny_llama(tmp_path_factory.mktemp("words") / "ckpt", tokenizer_dir, max_doc_length=16,
+                             doc_top_k=None, query_top_k=None, tf_head="tf_head.safetensors", tf_layer=1,
+                             bm25_avgdl=10.0, **WORDS)
+    torch.manual_seed(3)
+    head = TermFrequencyHead(32, 8)
+    torch.nn.init.normal_(head.out.weight, std=0.5)
+    head.save(folder)
+    return folder
+
+
+def test_impacts_are_bm25_of_the_heads_counts_and_words_past_the_window_count_one(words_checkpoint, one_thread):
+    from csplade_pyserini.model.encoder import CspladeModel
+
+    model = CspladeModel.from_spec(f"csplade:{words_checkpoint}", cache=False)
+    encoder = model.encoder
+    text = "cells cells grow in blood " + "protein " * 30 + "cells"
+    [document], [sequence] = encoder.analyse([text])
+    assert len(sequence) == 16 and document.positions[-1] == -1  # the last 'cells' is past the window
+    [states] = encoder.occurrence_states([sequence], [document.positions])
+    counts = encoder.tf_head(states)
+    assert not torch.allclose(counts, torch.ones_like(counts))
+    inside = [p >= 0 for p in document.positions]
+    per_term: dict[str, float] = {}
+    read = iter(counts.tolist())
+    for term, is_inside in zip(document.terms, inside):
+        per_term[term] = per_term.get(term, 0.0) + (next(read) if is_inside else 1.0)
+    length = len(document.terms)
+    want = {t: tf * 1.9 / (tf + 0.9 * (0.6 + 0.4 * length / 10.0)) for t, tf in per_term.items()}
+    [vector] = model.encode([text])
+    assert vector == {t: round(w * 100) for t, w in want.items() if round(w * 100) > 0}
+    # the block path of the encode command gives the same vector
+    vectors, tokens = model.encode_documents([text])
+    assert vectors == [vector] and tokens == 16
+
+
+def test_query_side_is_count_times_idf(words_checkpoint):
+    from csplade_pyserini.model.encoder import CspladeModel
+
+    model = CspladeModel.from_spec(f"csplade:{words_checkpoint}", cache=False)
+    idf = {"cell": 2.0, "grow": 0.5, "blood": 0.0}
+    assert model.idf_token_vectors(["Cells, cells growing in the blood; protein"], idf) == [{"cell": 120, "grow": 15}]
+    with pytest.raises(InputError, match="idf"):
+        model.encode(["cells"], kind="query")
+
+
+def test_objective_masks_other_relevant_documents_and_pulls_towards_bm25():
+    from csplade_pyserini.training.word_channel import CorpusFeatures, Group, WordChannelObjective
+
+    torch.manual_seed(0)
+    terms = [["a", "b"], ["a", "c", "c"], ["b", "d"], ["d"]]
+    positions = [[0, 1], [0, 1, -1], [0, 1], [0]]
+    features = CorpusFeatures(["d0", "d1", "d2", "d3"], terms, positions, torch.randn(7, 4).half())
+    card = ModelCard(**WORDS, bm25_avgdl=2.0)
+    head = TermFrequencyHead(4, 3)
+    queries = torch.zeros(2, len(features.vocabulary))
+    queries[0, features.vocabulary["a"]] = 1.0
+    queries[1, features.vocabulary["d"]] = 1.0
+    groups = [Group(0, [0], {0, 1}, [1, 2]), Group(1, [3], {3}, [0])]
+    objective = WordChannelObjective(head, card, scale=1.0, reg=0.5)
+    parts = objective(features, queries, groups, negatives=2, rng=random.Random(0))
+    # at g = 0 the scores are BM25's. The batch's documents, drawn as the objective draws them: query 0's
+    # positive, 2 of its negatives, query 1's positive and its one negative (d0 again)
+    rng = random.Random(0)
+    docs = [rng.choice([0]), *rng.sample([1, 2], 2), rng.choice([3]), *rng.sample([0], 1)]
+    row, term, weight, logs = features.document_weights(None, card, torch.tensor(docs))
+    scores = torch.zeros(2, len(docs)).index_add(1, row, queries[:, term] * weight)
+    # query 0 counts neither d1 (judged relevant) nor the second copy of its own positive among its negatives
+    kept0 = [j for j, d in enumerate(docs) if j == 0 or d not in (0, 1)]
+    logits0, logits1 = scores[0, kept0], scores[1]
+    want = (-(logits0[0] - torch.logsumexp(logits0, 0)) - (logits1[3] - torch.logsumexp(logits1, 0))) / 2
+    assert float(parts["infonce"]) == pytest.approx(float(want), rel=1e-5)
+    assert float(parts["reg"]) == 0.0 and float(parts["loss"]) == pytest.approx(float(want), rel=1e-5)
+    torch.nn.init.normal_(head.out.weight)
+    parts = objective(features, queries, groups, negatives=2, rng=random.Random(0))
+    assert float(parts["reg"]) > 0 and float(parts["loss"]) > float(parts["infonce"])
+
+
+def test_idf_and_exact_ranking_of_corpus_features():
+    from csplade_pyserini.training.word_channel import CorpusFeatures
+
+    features = CorpusFeatures(["d0", "d1", "d2"], [["cell", "blood"], ["cell"], ["grow", "grow"]],
+                              [[0, 0], [0], [0, 0]], torch.zeros(5, 2).half())
+    assert features.idf[features.vocabulary["cell"]].item() == pytest.approx(math.log(3 / 2))
+    card = ModelCard(**WORDS, bm25_avgdl=2.0)
+    run = features.rank(None, card, {"q": "Cells and blood"}, WordAnalyzer())
+    assert list(run["q"]) == ["d0", "d1"]  # d0 holds both words
+
+
+def mini_domain(folder, source: str, split: str, n_queries: int, extra_docs: int):
+    """A small BEIR folder from a real one: ``n_queries`` of its ``split`` queries (as train), their judged
+    documents and ``extra_docs`` others."""
+    from csplade_pyserini.datasets import load_qrels, read_queries
+    from tests.conftest import shared
+
+    base = shared() / "data" / "beir" / source
+    qrels = load_qrels(base / "qrels" / f"{split}.tsv")
+    queries = read_queries(base / "queries.jsonl")
+    chosen = sorted(qrels)[:n_queries]
+    judged = {d for q in chosen for d in qrels[q]}
+    (folder / "qrels").mkdir(parents=True)
+    kept = 0
+    with open(base / "corpus.jsonl", encoding="utf-8") as src, open(folder / "corpus.jsonl", "w", encoding="utf-8") as dst:
+        for line in src:
+            docid = json.loads(line)["_id"]
+            if docid in judged or kept < extra_docs:
+                dst.write(line)
+                kept += docid not in judged
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": queries[q]}) + "\n" for q in chosen))
+    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{r}\n" for q in chosen for d, r in qrels[q].items()))
+    return folder
+
+
+def test_train_words_end_to_end_on_two_small_real_domains(tmp_path, tokenizer_dir, one_thread):
+    """``train words`` on slices of SciFact and NFCorpus with a tiny random backbone: caches, validation at
+    step 0 (BM25 over words) and later, the best head kept, a card that loads and encodes."""
+    from csplade_pyserini.model.encoder import CspladeModel
+    from csplade_pyserini.train import main
+
+    backbone = make_tiny_llama(tmp_path / "tiny", tokenizer_dir)
+    scifact = mini_domain(tmp_path / "scifact", "scifact", "train", 40, 40)
+    nfcorpus = mini_domain(tmp_path / "nfcorpus", "nfcorpus", "train", 30, 20)
+    out = tmp_path / "run"
+    assert main(["words", "--data", str(scifact), "--data", str(nfcorpus), "--backbone", str(backbone),
+                 "--tf-layer", "1", "--steps", "6", "--eval-steps", "3", "--batch-size", "4", "--held-out", "8",
+                 "--output-dir", str(out), "--threads", "1"]) == 0
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    validated = [e["step"] for e in log if "validation" in e]
+    assert validated == [0, 3, 6] and all(0 <= e["validation"]["mean"] <= 1 for e in log if "validation" in e)
+    assert sorted(p.name for p in (out / "cache").iterdir()) == ["nfcorpus.L1.pt", "scifact.L1.pt"]
+    card = json.loads((out / "model" / "best" / "csplade_card.json").read_text())
+    assert card["notes"]["trained_on"] == ["scifact", "nfcorpus"] and card["tf_layer"] == 1
+    kept = card["notes"]["validation"]["step kept"]
+    assert kept == max((e for e in log if "validation" in e), key=lambda e: e["validation"]["mean"])["step"]
+    model = CspladeModel.from_spec(f"csplade:{out / 'model' / 'best'}", cache=False)
+    [vector] = model.encode(["Cells grow in blood."])
+    assert set(vector) == {"cell", "grow", "blood"} and all(v > 0 for v in vector.values())
+
+
+def slice_collection(source, target, docs: int, extra_ids=()):
+    """The first ``docs`` documents of a real BEIR-layout collection (plus ``extra_ids``), its queries and the
+    test judgements that fall on them."""
+    import csv
+
+    (target / "qrels").mkdir(parents=True)
+    kept = set()
+    with open(source / "corpus.jsonl", encoding="utf-8") as src, open(target / "corpus.jsonl", "w", encoding="utf-8") as dst:
+        for line in src:
+            docid = json.loads(line)["_id"]
+            if len(kept) < docs or docid in extra_ids:
+                dst.write(line)
+                kept.add(docid)
+    with open(source / "qrels" / "test.tsv", encoding="utf-8") as src:
+        rows = [r for i, r in enumerate(csv.reader(src, delimiter="\t")) if i and r[1] in kept]
+    (target / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(r) + "\n" for r in rows))
+    judged = {r[0] for r in rows}
+    with open(source / "queries.jsonl", encoding="utf-8") as src, open(target / "queries.jsonl", "w", encoding="utf-8") as dst:
+        dst.writelines(line for line in src if json.loads(line)["_id"] in judged)
+    return judged
+
+
+def test_zero_shot_suite_on_slices_with_a_tiny_model(tmp_path, tokenizer_dir, monkeypatch):
+    """The suite's code end to end: a collection with empty documents (Cranfield) and one whose ids hold
+    spaces (Climate-FEVER sentences), BM25 and a tiny word-channel model marked as trained on Cranfield."""
+    from csplade_pyserini.benchmarks import zero_shot
+    from tests.conftest import shared
+
+    data = tmp_path / "shared-data"
+    cranfield = slice_collection(shared() / "data" / "classic" / "cranfield", data / "classic" / "cranfield", 40,
+                                 extra_ids={"471"})  # an empty document of the original release
+    fever = slice_collection(shared() / "data" / "climate-fever-sentences", data / "climate-fever-sentences", 60)
+    assert cranfield and fever
+    tiny = make_tiny_llama(tmp_path / "tiny", tokenizer_dir, max_doc_length=32, doc_top_k=None, query_top_k=None,
+                           tf_head="tf_head.safetensors", tf_layer=1, notes={"trained_on": ["cranfield"]}, **WORDS)
+    TermFrequencyHead(32, 4).save(tiny)
+    monkeypatch.chdir(tmp_path)
+    assert zero_shot.main(["--systems", "bm25", "--candidate", f"tiny=csplade:{tiny}", "--collections",
+                           "cranfield,climate-fever", "--shared-data", str(data), "--threads", "1"]) == 0
+    report = json.loads((tmp_path / "eval" / "results" / "bench-zero-shot.json").read_text())
+    bm25, model = report["systems"]["bm25"], report["systems"]["tiny"]
+    assert set(bm25["collections"]) == set(model["collections"]) == {"cranfield", "climate-fever"}
+    assert model["collections"]["cranfield"]["in_domain"] and not model["collections"]["climate-fever"]["in_domain"]
+    assert model["zero_shot_collections"] == ["climate-fever"] and bm25["zero_shot_collections"] == ["cranfield", "climate-fever"]
+    # an untrained head is BM25 over words: close to Lucene's BM25, compared query by query
+    for collection in ("cranfield", "climate-fever"):
+        vs = model["collections"][collection]["vs_bm25"]
+        assert vs["queries"] > 0 and vs["ci_low"] <= vs["mean_difference"] <= vs["ci_high"]
+        assert 0 <= model["collections"][collection]["nDCG@10"] <= 1 and model["collections"][collection]["docs_per_s"] > 0
+    ids = [json.loads(line)["_id"] for line in (tmp_path / "encode" / "zero-shot-data" / "climate-fever" / "corpus.jsonl").open()]
+    assert ids and all(" " not in i for i in ids)
+    assert (tmp_path / "eval" / "results" / "bench-zero-shot.png").stat().st_size > 0
+    text = (tmp_path / "eval" / "results" / "bench-zero-shot.md").read_text()
+    assert "| tiny (`csplade:" in text and "*" in text.split("| tiny")[1].split("\n")[0]
