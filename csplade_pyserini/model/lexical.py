@@ -25,52 +25,73 @@ from csplade_pyserini.errors import InputError
 LEXICAL_FILE = "lexical_head.safetensors"
 
 
-class LexicalHead(torch.nn.Module):
+class TokenHead(torch.nn.Module):
+    """A two-layer MLP read at every position, ``W2 gelu(W1 h + b1) + b2``, saved as a safetensors file a card
+    names. What its output means (and its initialisation) is the subclass's: :class:`LexicalHead` here, the
+    word channel's ``TermFrequencyHead``."""
+
+    FILE = ""
+    FIELD = ""
+
+    def __init__(self, hidden_size: int, width: int):
+        super().__init__()
+        self.hidden = torch.nn.Linear(hidden_size, width)
+        self.out = torch.nn.Linear(width, 1)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[..., hidden]`` states -> ``[...]`` raw outputs (float32)."""
+        x = torch.nn.functional.gelu(self.hidden(hidden.to(self.hidden.weight.dtype)))
+        return self.out(x).squeeze(-1).float()
+
+    def save(self, folder: str | Path) -> str:
+        from csplade_pyserini.atomic import save_tensors
+
+        state = {k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_tensors(state, Path(folder) / self.FILE)
+        return self.FILE
+
+    @classmethod
+    def load(cls, reference: str, base_dir: str | Path | None, hidden_size: int):
+        """The head a card names (relative to the card's folder), checked against the backbone width."""
+        from safetensors.torch import load_file
+
+        from csplade_pyserini.model.card import card_file
+
+        path = card_file(reference, base_dir, cls.FIELD)
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types for a damaged file
+            raise InputError(f"not a readable safetensors file: {exc}", path=path, field=cls.FIELD) from None
+        expected = {"hidden.weight", "hidden.bias", "out.weight", "out.bias"}
+        if set(state) != expected:
+            raise InputError(f"expected tensors {sorted(expected)}, got {sorted(state)}", path=path, field=cls.FIELD)
+        width, size = state["hidden.weight"].shape
+        if size != hidden_size:
+            raise InputError(f"the head reads {size}-wide states but the backbone's are {hidden_size}",
+                             path=path, field=cls.FIELD)
+        head = cls(hidden_size, width)
+        head.load_state_dict(state)
+        return head
+
+
+class LexicalHead(TokenHead):
     """``relu(W2 gelu(W1 h + b1) + b2)`` per position: a non-negative impact for the input token.
 
     Initialised to a constant impact of 1 for every token (``W2 = 0``, ``b2 = 1``): before training
     the channel is a binary bag of tokens, a sound lexical starting point that training then weights.
     """
 
+    FILE = LEXICAL_FILE
+    FIELD = "lexical_head"
+
     def __init__(self, hidden_size: int, width: int = 128):
-        super().__init__()
-        self.hidden = torch.nn.Linear(hidden_size, width)
-        self.out = torch.nn.Linear(width, 1)
+        super().__init__(hidden_size, width)
         torch.nn.init.zeros_(self.out.weight)
         torch.nn.init.constant_(self.out.bias, 1.0)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """``[..., hidden]`` states -> ``[...]`` non-negative impacts (float32)."""
-        x = torch.nn.functional.gelu(self.hidden(hidden.to(self.hidden.weight.dtype)))
-        return torch.relu(self.out(x).squeeze(-1)).float()
-
-    def save(self, folder: str | Path) -> str:
-        from csplade_pyserini.atomic import save_tensors
-
-        state = {k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_tensors(state, Path(folder) / LEXICAL_FILE)
-        return LEXICAL_FILE
-
-    @classmethod
-    def load(cls, reference: str, base_dir: str | Path | None, hidden_size: int) -> "LexicalHead":
-        """The head a card names (relative to the card's folder), checked against the backbone width."""
-        from safetensors.torch import load_file
-
-        from csplade_pyserini.model.card import card_file
-
-        path = card_file(reference, base_dir, "lexical_head")
-        state = load_file(str(path))
-        expected = {"hidden.weight", "hidden.bias", "out.weight", "out.bias"}
-        if set(state) != expected:
-            raise InputError(f"expected tensors {sorted(expected)}, got {sorted(state)}", path=path,
-                             field="lexical_head")
-        width, size = state["hidden.weight"].shape
-        if size != hidden_size:
-            raise InputError(f"lexical head reads {size}-wide states but the backbone's are {hidden_size}",
-                             path=path, field="lexical_head")
-        head = cls(hidden_size, width)
-        head.load_state_dict(state)
-        return head
+        return torch.relu(self.logits(hidden))
 
 
 def pool_token_impacts(impacts: torch.Tensor, input_ids: torch.Tensor, pool_mask: torch.Tensor,

@@ -28,12 +28,12 @@ import functools
 import hashlib
 import re
 from collections import Counter
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
 
 from csplade_pyserini.errors import InputError
+from csplade_pyserini.model.lexical import TokenHead
 
 WORD_SCHEME = "words-porter-v1"
 TF_HEAD_FILE = "tf_head.safetensors"
@@ -73,53 +73,23 @@ class WordAnalyzer:
         return hashlib.sha256((WORD_SCHEME + "|" + " ".join(sorted(STOP_WORDS))).encode()).hexdigest()[:16]
 
 
-class TermFrequencyHead(torch.nn.Module):
+class TermFrequencyHead(TokenHead):
     """``g(h) = W2 gelu(W1 h + b1) + b2``: the log of how much one occurrence counts. Initialised to 0
     (``W2 = 0, b2 = 0``): every occurrence counts 1, the plain term frequency."""
 
+    FILE = TF_HEAD_FILE
+    FIELD = "tf_head"
     # exp(g) is kept within [e^-6, e^3]: one occurrence counts between 0.0025 and 20.
     LOW, HIGH = -6.0, 3.0
 
     def __init__(self, hidden_size: int, width: int = 64):
-        super().__init__()
-        self.hidden = torch.nn.Linear(hidden_size, width)
-        self.out = torch.nn.Linear(width, 1)
+        super().__init__(hidden_size, width)
         torch.nn.init.zeros_(self.out.weight)
         torch.nn.init.zeros_(self.out.bias)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         """``[..., hidden]`` -> ``[...]`` occurrence counts ``exp(g)`` (float32)."""
-        x = torch.nn.functional.gelu(self.hidden(states.to(self.hidden.weight.dtype)))
-        return torch.exp(self.out(x).squeeze(-1).float().clamp(self.LOW, self.HIGH))
-
-    def save(self, folder: str | Path) -> str:
-        from csplade_pyserini.atomic import save_tensors
-
-        state = {k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_tensors(state, Path(folder) / TF_HEAD_FILE)
-        return TF_HEAD_FILE
-
-    @classmethod
-    def load(cls, reference: str, base_dir: str | Path | None, hidden_size: int) -> "TermFrequencyHead":
-        from safetensors.torch import load_file
-
-        from csplade_pyserini.model.card import card_file
-
-        path = card_file(reference, base_dir, "tf_head")
-        try:
-            state = load_file(str(path))
-        except Exception as exc:  # safetensors raises its own error types for a damaged file
-            raise InputError(f"not a readable safetensors file: {exc}", path=path, field="tf_head") from None
-        expected = {"hidden.weight", "hidden.bias", "out.weight", "out.bias"}
-        if set(state) != expected:
-            raise InputError(f"expected tensors {sorted(expected)}, got {sorted(state)}", path=path, field="tf_head")
-        width, size = state["hidden.weight"].shape
-        if size != hidden_size:
-            raise InputError(f"the head reads {size}-wide states but the backbone's are {hidden_size}",
-                             path=path, field="tf_head")
-        head = cls(hidden_size, width)
-        head.load_state_dict(state)
-        return head
+        return torch.exp(self.logits(states).clamp(self.LOW, self.HIGH))
 
 
 def bm25_saturation(tf: torch.Tensor, length: torch.Tensor, k1: float, b: float, avgdl: float) -> torch.Tensor:
