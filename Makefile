@@ -46,9 +46,11 @@ demo-quick: install
 # The default model: the word channel's term-frequency head on SciFact + NFCorpus train (frozen SmolLM2 read
 # up to layer $(WORDS_LAYER), cached once; validation on NFCorpus dev and held-out SciFact train queries).
 WORDS_LAYER ?= 4
+# e.g. TRAIN_ARGS=--overwrite-output-dir to replace an earlier run (its feature cache is reused)
+TRAIN_ARGS ?=
 train: install
 	$(PY) -m csplade_pyserini.train words --data ../shared/data/beir/scifact --data ../shared/data/beir/nfcorpus \
-	    --tf-layer $(WORDS_LAYER) --output-dir runs/train/words
+	    --tf-layer $(WORDS_LAYER) --output-dir runs/train/words $(TRAIN_ARGS)
 
 # The earlier CPU recipe: LM-head channel + lexical head on SciFact (about 30 min), then the pure CSPLADE model
 # (--pure: 49 min more, mostly its echo activation cache).

@@ -197,6 +197,14 @@ def test_train_words_end_to_end_on_two_small_real_domains(tmp_path, tokenizer_di
     model = CspladeModel.from_spec(f"csplade:{out / 'model' / 'best'}", cache=False)
     [vector] = model.encode(["Cells grow in blood."])
     assert set(vector) == {"cell", "grow", "blood"} and all(v > 0 for v in vector.values())
+    # a second run into the same folder is refused unless asked to replace what the first wrote
+    again = ["words", "--data", str(scifact), "--data", str(nfcorpus), "--backbone", str(backbone), "--tf-layer", "1",
+             "--steps", "2", "--eval-steps", "2", "--batch-size", "4", "--held-out", "8", "--output-dir", str(out),
+             "--threads", "1"]
+    with pytest.raises(InputError, match="overwrite-output-dir"):
+        main(again)
+    assert main([*again, "--overwrite-output-dir"]) == 0
+    assert json.loads((out / "model" / "best" / "csplade_card.json").read_text())["notes"]["training"]["steps"] == 2
 
 
 def slice_collection(source, target, docs: int, extra_ids=()):

@@ -285,6 +285,8 @@ class WordChannelArguments:
     seed: int = 42
     threads: int = 0
     """torch threads (0: every core)."""
+    overwrite_output_dir: bool = False
+    """replace the model and log an earlier run left in --output-dir (its feature cache is always reused)."""
 
 
 def parse_arguments(argv: list[str] | None) -> WordChannelArguments:
@@ -299,6 +301,8 @@ def parse_arguments(argv: list[str] | None) -> WordChannelArguments:
             parser.add_argument(flag, action="append", required=True, help=docs.get(field.name))
         elif field.default is dataclasses.MISSING:
             parser.add_argument(flag, required=True, help=docs.get(field.name))
+        elif isinstance(field.default, bool):
+            parser.add_argument(flag, action="store_true", help=docs.get(field.name))
         else:
             parser.add_argument(flag, type=type(field.default), default=field.default,
                                 help=f"{docs.get(field.name, '')} (default {field.default})".strip())
@@ -333,6 +337,10 @@ def train(args: WordChannelArguments) -> Path:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     out = Path(args.output_dir)
+    done = [p for p in (out / "model" / "best", out / "train_log.jsonl") if p.exists()]
+    if done and not args.overwrite_output_dir:
+        raise InputError(f"{done[0]} holds an earlier run's output: pass --overwrite-output-dir to replace it "
+                         "(the feature cache is reused either way)", path=out, field="output_dir")
     begin = time.perf_counter()
     domains = [load_domain(folder, args.held_out, args.seed) for folder in args.data]
     names = [d.name for d in domains]
