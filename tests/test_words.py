@@ -261,3 +261,21 @@ def test_zero_shot_suite_on_slices_with_a_tiny_model(tmp_path, tokenizer_dir, mo
     assert (tmp_path / "eval" / "results" / "bench-zero-shot.png").stat().st_size > 0
     text = (tmp_path / "eval" / "results" / "bench-zero-shot.md").read_text()
     assert "| tiny (`csplade:" in text and "*" in text.split("| tiny")[1].split("\n")[0]
+
+
+def test_the_feature_cache_is_reused_only_for_the_same_documents_and_model(words_checkpoint, tmp_path, monkeypatch):
+    from csplade_pyserini.datasets import Document
+    from csplade_pyserini.model.encoder import CspladeModel
+    from csplade_pyserini.training.word_channel import CorpusFeatures
+
+    encoder = CspladeModel.from_spec(f"csplade:{words_checkpoint}", cache=False).encoder
+    documents = [Document("d1", "", "cells grow"), Document("d2", "", "blood cells")]
+    cache = tmp_path / "c.pt"
+    first = CorpusFeatures.build(encoder, documents, cache)
+    calls = []
+    original = type(encoder).occurrence_states
+    monkeypatch.setattr(type(encoder), "occurrence_states", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    again = CorpusFeatures.build(encoder, documents, cache)
+    assert calls == [] and torch.equal(again.states, first.states)
+    changed = CorpusFeatures.build(encoder, [Document("d1", "", "cells grow"), Document("d2", "", "red blood")], cache)
+    assert calls == [1] and "red" in changed.vocabulary

@@ -106,16 +106,27 @@ class CorpusFeatures:
 
     @classmethod
     def build(cls, encoder, documents, cache: Path | None = None, device: str = "cpu") -> "CorpusFeatures":
-        """Analyse and run the frozen backbone over ``documents`` once (or read the cache ``build`` wrote)."""
+        """Analyse and run the frozen backbone over ``documents`` once, or read the cache ``build`` wrote for the
+        same documents, backbone, layer, prefix and length (any other cache is rebuilt, never reused)."""
+        import hashlib
+
+        texts = [d.contents for d in documents]
+        digest = hashlib.sha256()
+        card = encoder.card
+        digest.update(json.dumps([card.backbone, card.tf_layer, card.doc_prefix, card.max_doc_length]).encode())
+        for doc, text in zip(documents, texts):
+            digest.update(doc.docid.encode() + b"\0" + text.encode() + b"\1")
+        key = digest.hexdigest()
         if cache is not None and cache.exists():
             blob = torch.load(cache, weights_only=True)
-            logger.info("word features read from %s", cache)
-            return cls(blob["docids"], blob["terms"], blob["positions"], blob["states"])
-        texts = [d.contents for d in documents]
+            if blob.get("key") == key:
+                logger.info("word features read from %s", cache)
+                return cls(blob["docids"], blob["terms"], blob["positions"], blob["states"])
+            logger.warning("%s was built for other documents or another model: building it again", cache)
         analysed, sequences = encoder.analyse(texts)
         with tqdm(total=len(texts), desc=f"cache {cache.stem if cache else 'corpus'}", unit="doc", dynamic_ncols=True) as bar:
             states = encoder.occurrence_states(sequences, [a.positions for a in analysed], device, progress=bar)
-        blob = {"docids": [d.docid for d in documents], "terms": [a.terms for a in analysed],
+        blob = {"key": key, "docids": [d.docid for d in documents], "terms": [a.terms for a in analysed],
                 "positions": [a.positions for a in analysed],
                 "states": torch.cat(states).to(torch.float16) if states else torch.zeros(0, 1, dtype=torch.float16)}
         if cache is not None:
