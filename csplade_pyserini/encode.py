@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                          "vector folder")
         return launch_shards(args)
     set_threads(args.threads)
-    documents = select(read_corpus(args.corpus, allow_empty=args.allow_empty), limit=args.limit)
+    collection = list(read_corpus(args.corpus, allow_empty=args.allow_empty))
+    documents = select(collection, limit=args.limit)
     info_file = None
     if sharded:
         shard_num, shard_id = args.shard_num or 1, args.shard_id or 0
@@ -250,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     resume_dir = top.with_name(f".{top.name}{'.' + out.name if sharded else ''}.partial") if args.resume else None
     with output_lock(out):
         clear_stale_temporaries(out)
-        model = CspladeModel.from_spec(args.encoder, device=args.device)
+        # collection statistics (the word channel's avgdl) come from the whole corpus, whatever the shard
+        model = CspladeModel.from_spec(args.encoder, device=args.device).for_collection(
+            [d.contents for d in collection], args.encoder)
         stats = encode_documents(model, documents, out, max_length=args.max_length, max_tokens=args.max_tokens,
                                  max_batch=args.batch_size, shard_size=args.shard_size, info_file=info_file,
                                  block_size=args.block_size, resume_dir=resume_dir)

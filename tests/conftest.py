@@ -87,30 +87,64 @@ def run_python(*args: str, cwd: Path | None = None, env: dict | None = None, che
     return result
 
 
-def scifact_slice(folder: Path, n_queries: int = 12, extra_docs: int = 30) -> tuple[Path, Path, Path]:
-    """A real SciFact slice: the judged documents of the first test queries plus other documents.
+def beir_slice(source: Path, target: Path, *, split: str = "test", queries: int | None = None, extra_docs: int = 0,
+               first_docs: int | None = None, extra_ids=(), as_split: str | None = None) -> dict[str, dict[str, int]]:
+    """A small BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) cut from a real one, returning its
+    qrels. Either the first ``queries`` judged queries of ``split`` with their judged documents and the first
+    ``extra_docs`` others, or (``first_docs``) the first documents plus ``extra_ids`` and the judgements that
+    fall on them. ``as_split`` renames the qrels file (``train`` for a training domain)."""
+    import csv
 
-    Returns (corpus folder holding only corpus.jsonl, topics TSV, qrels file)."""
-    from csplade_pyserini.datasets import load_qrels, read_queries
+    from csplade_pyserini.datasets import read_queries
 
-    base = shared() / "data" / "beir" / "scifact"
-    qrels = load_qrels(base / "qrels" / "test.tsv")
-    queries = read_queries(base / "queries.jsonl")
-    chosen = sorted(qrels)[:n_queries]
-    judged = {d for q in chosen for d in qrels[q]}
-    corpus = folder / "corpus"
-    corpus.mkdir(parents=True)
-    kept = 0
-    with open(base / "corpus.jsonl", encoding="utf-8") as src, open(corpus / "corpus.jsonl", "w", encoding="utf-8") as dst:
+    # read as tab-separated fields: some ids hold spaces (the Climate-FEVER sentences)
+    qrels: dict[str, dict[str, int]] = {}
+    with open(source / "qrels" / f"{split}.tsv", encoding="utf-8") as handle:
+        for number, (qid, docid, grade, *_) in enumerate(csv.reader(handle, delimiter="\t")):
+            if number:
+                qrels.setdefault(qid, {})[docid] = int(grade)
+    texts = read_queries(source / "queries.jsonl")
+    judged: set[str] = set()
+    if first_docs is None:
+        qrels = {q: qrels[q] for q in sorted(qrels)[:queries]}
+        judged = {d for q in qrels for d in qrels[q]}
+    (target / "qrels").mkdir(parents=True)
+    kept: set[str] = set()
+    others = 0
+    with open(source / "corpus.jsonl", encoding="utf-8") as src, open(target / "corpus.jsonl", "w", encoding="utf-8") as dst:
         for line in src:
             docid = json.loads(line)["_id"]
-            if docid in judged or kept < extra_docs:
+            wanted = first_docs is not None and (len(kept) < first_docs or docid in extra_ids)
+            if wanted or docid in judged or (first_docs is None and others < extra_docs):
                 dst.write(line)
-                kept += docid not in judged
+                kept.add(docid)
+                others += docid not in judged
+    if first_docs is not None:
+        qrels = {q: kept_judgements for q, judgements in qrels.items()
+                 if (kept_judgements := {d: r for d, r in judgements.items() if d in kept})}
+    (target / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": texts[q]}) + "\n" for q in qrels),
+                                          encoding="utf-8")
+    (target / "qrels" / f"{as_split or split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{r}\n" for q, judgements in qrels.items() for d, r in judgements.items()), encoding="utf-8")
+    return qrels
+
+
+def scifact_slice(folder: Path, n_queries: int = 12, extra_docs: int = 30) -> tuple[Path, Path, Path]:
+    """A real SciFact slice (:func:`beir_slice`: the first test queries' judged documents plus others) as
+    (a folder holding only corpus.jsonl, a topics TSV, a TREC qrels file)."""
+    from csplade_pyserini.datasets import read_queries
+
+    source = shared() / "data" / "beir" / "scifact"
+    beir = folder / "beir"
+    qrels = beir_slice(source, beir, queries=n_queries, extra_docs=extra_docs)
+    queries = read_queries(beir / "queries.jsonl")
+    corpus = folder / "corpus"
+    corpus.mkdir(parents=True)
+    os.replace(beir / "corpus.jsonl", corpus / "corpus.jsonl")
     topics = folder / "topics.tsv"
-    topics.write_text("".join(f"{q}\t{queries[q]}\n" for q in chosen), encoding="utf-8")
+    topics.write_text("".join(f"{q}\t{queries[q]}\n" for q in qrels), encoding="utf-8")
     qrels_path = folder / "qrels.txt"
-    qrels_path.write_text("".join(f"{q} 0 {d} {r}\n" for q in chosen for d, r in qrels[q].items()), encoding="utf-8")
+    qrels_path.write_text("".join(f"{q} 0 {d} {r}\n" for q in qrels for d, r in qrels[q].items()), encoding="utf-8")
     return corpus, topics, qrels_path
 
 

@@ -13,7 +13,7 @@ import torch
 from csplade_pyserini.errors import InputError
 from csplade_pyserini.model.card import ModelCard
 from csplade_pyserini.model.words import TermFrequencyHead, WordAnalyzer, bm25_saturation
-from tests.conftest import make_tiny_llama
+from tests.conftest import beir_slice, make_tiny_llama, shared
 
 WORDS = {"term_scheme": "words-porter-v1", "expansion": False, "query_side": "idf-tokens"}
 
@@ -95,6 +95,47 @@ def test_impacts_are_bm25_of_the_heads_counts_and_words_past_the_window_count_on
     assert vectors == [vector] and tokens == 16
 
 
+def test_average_length_counts_analysed_words():
+    from csplade_pyserini.model.words import average_length
+
+    # 'the' and 'and' are stop words: 2 + 1 + 0 words
+    assert average_length(["The cells grow", "and blood", "the"]) == 1.0
+    assert average_length([]) == 0.0
+
+
+def test_encoding_uses_the_collections_avgdl_unless_the_spec_sets_it(words_checkpoint, tmp_path, one_thread):
+    from csplade_pyserini.encode import main as encode_main
+    from csplade_pyserini.model.encoder import CspladeModel
+
+    spec = f"csplade:{words_checkpoint}"
+    model = CspladeModel.from_spec(spec, cache=False)
+    texts = ["cells grow in blood", "protein protein cells", "blood"]  # 3 + 3 + 1 words
+    measured = model.for_collection(texts, spec)
+    assert measured.card.bm25_avgdl == round(7 / 3, 1) and model.card.bm25_avgdl == 10.0
+    assert measured.encoder.tf_head is model.encoder.tf_head  # the weights are shared, not copied
+    with torch.no_grad():
+        counts = model.encoder.tf_head(model.encoder.occurrence_states(*_read(model, "blood"))[0])
+    want = float(counts[0]) * 1.9 / (float(counts[0]) + 0.9 * (0.6 + 0.4 * 1 / 2.3))
+    assert measured.encode(["blood"]) == [{"blood": round(want * 100)}]
+    pinned = f"{spec},bm25_avgdl=10"
+    assert CspladeModel.from_spec(pinned, cache=False).for_collection(texts, pinned).card.bm25_avgdl == 10.0
+    # the encode command measures the whole corpus, so every shard of it gets the same avgdl
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    for shard in (0, 1):
+        assert encode_main(["--corpus", str(corpus), "--embeddings", str(tmp_path / "vectors"), "--encoder", spec,
+                            "--shard-id", str(shard), "--shard-num", "2"]) == 0
+    from csplade_pyserini.vectors.jsonvec import part_info_path
+
+    infos = [part_info_path(tmp_path / "vectors", shard, 2) for shard in (0, 1)]
+    assert [json.loads(p.read_text())["card"]["bm25_avgdl"] for p in infos] == [2.3, 2.3]
+
+
+def _read(model, text):
+    [document], [sequence] = model.encoder.analyse([text])
+    return [sequence], [document.positions]
+
+
 def test_query_side_is_count_times_idf(words_checkpoint):
     from csplade_pyserini.model.encoder import CspladeModel
 
@@ -148,31 +189,6 @@ def test_idf_and_exact_ranking_of_corpus_features():
     assert list(run["q"]) == ["d0", "d1"]  # d0 holds both words
 
 
-def mini_domain(folder, source: str, split: str, n_queries: int, extra_docs: int):
-    """A small BEIR folder from a real one: ``n_queries`` of its ``split`` queries (as train), their judged
-    documents and ``extra_docs`` others."""
-    from csplade_pyserini.datasets import load_qrels, read_queries
-    from tests.conftest import shared
-
-    base = shared() / "data" / "beir" / source
-    qrels = load_qrels(base / "qrels" / f"{split}.tsv")
-    queries = read_queries(base / "queries.jsonl")
-    chosen = sorted(qrels)[:n_queries]
-    judged = {d for q in chosen for d in qrels[q]}
-    (folder / "qrels").mkdir(parents=True)
-    kept = 0
-    with open(base / "corpus.jsonl", encoding="utf-8") as src, open(folder / "corpus.jsonl", "w", encoding="utf-8") as dst:
-        for line in src:
-            docid = json.loads(line)["_id"]
-            if docid in judged or kept < extra_docs:
-                dst.write(line)
-                kept += docid not in judged
-    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": queries[q]}) + "\n" for q in chosen))
-    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
-        f"{q}\t{d}\t{r}\n" for q in chosen for d, r in qrels[q].items()))
-    return folder
-
-
 def test_train_words_end_to_end_on_two_small_real_domains(tmp_path, tokenizer_dir, one_thread):
     """``train words`` on slices of SciFact and NFCorpus with a tiny random backbone: caches, validation at
     step 0 (BM25 over words) and later, the best head kept, a card that loads and encodes."""
@@ -180,8 +196,9 @@ def test_train_words_end_to_end_on_two_small_real_domains(tmp_path, tokenizer_di
     from csplade_pyserini.train import main
 
     backbone = make_tiny_llama(tmp_path / "tiny", tokenizer_dir)
-    scifact = mini_domain(tmp_path / "scifact", "scifact", "train", 40, 40)
-    nfcorpus = mini_domain(tmp_path / "nfcorpus", "nfcorpus", "train", 30, 20)
+    scifact, nfcorpus = tmp_path / "scifact", tmp_path / "nfcorpus"
+    beir_slice(shared() / "data" / "beir" / "scifact", scifact, split="train", queries=40, extra_docs=40)
+    beir_slice(shared() / "data" / "beir" / "nfcorpus", nfcorpus, split="train", queries=30, extra_docs=20)
     out = tmp_path / "run"
     assert main(["words", "--data", str(scifact), "--data", str(nfcorpus), "--backbone", str(backbone),
                  "--tf-layer", "1", "--steps", "6", "--eval-steps", "3", "--batch-size", "4", "--held-out", "8",
@@ -207,38 +224,14 @@ def test_train_words_end_to_end_on_two_small_real_domains(tmp_path, tokenizer_di
     assert json.loads((out / "model" / "best" / "csplade_card.json").read_text())["notes"]["training"]["steps"] == 2
 
 
-def slice_collection(source, target, docs: int, extra_ids=()):
-    """The first ``docs`` documents of a real BEIR-layout collection (plus ``extra_ids``), its queries and the
-    test judgements that fall on them."""
-    import csv
-
-    (target / "qrels").mkdir(parents=True)
-    kept = set()
-    with open(source / "corpus.jsonl", encoding="utf-8") as src, open(target / "corpus.jsonl", "w", encoding="utf-8") as dst:
-        for line in src:
-            docid = json.loads(line)["_id"]
-            if len(kept) < docs or docid in extra_ids:
-                dst.write(line)
-                kept.add(docid)
-    with open(source / "qrels" / "test.tsv", encoding="utf-8") as src:
-        rows = [r for i, r in enumerate(csv.reader(src, delimiter="\t")) if i and r[1] in kept]
-    (target / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(r) + "\n" for r in rows))
-    judged = {r[0] for r in rows}
-    with open(source / "queries.jsonl", encoding="utf-8") as src, open(target / "queries.jsonl", "w", encoding="utf-8") as dst:
-        dst.writelines(line for line in src if json.loads(line)["_id"] in judged)
-    return judged
-
-
 def test_zero_shot_suite_on_slices_with_a_tiny_model(tmp_path, tokenizer_dir, monkeypatch):
     """The suite's code end to end: a collection with empty documents (Cranfield) and one whose ids hold
     spaces (Climate-FEVER sentences), BM25 and a tiny word-channel model marked as trained on Cranfield."""
     from csplade_pyserini.benchmarks import zero_shot
-    from tests.conftest import shared
-
     data = tmp_path / "shared-data"
-    cranfield = slice_collection(shared() / "data" / "classic" / "cranfield", data / "classic" / "cranfield", 40,
-                                 extra_ids={"471"})  # an empty document of the original release
-    fever = slice_collection(shared() / "data" / "climate-fever-sentences", data / "climate-fever-sentences", 60)
+    cranfield = beir_slice(shared() / "data" / "classic" / "cranfield", data / "classic" / "cranfield", first_docs=40,
+                           extra_ids={"471"})  # an empty document of the original release
+    fever = beir_slice(shared() / "data" / "climate-fever-sentences", data / "climate-fever-sentences", first_docs=60)
     assert cranfield and fever
     tiny = make_tiny_llama(tmp_path / "tiny", tokenizer_dir, max_doc_length=32, doc_top_k=None, query_top_k=None,
                            tf_head="tf_head.safetensors", tf_layer=1, notes={"trained_on": ["cranfield"]}, **WORDS)

@@ -135,22 +135,14 @@ def search_sparse(model, spec: str, q, d, qids, queries, docids, work: Path, thr
 def search_dense(model, spec: str, d, qids, queries, docids, work: Path) -> tuple[dict, float]:
     """``d`` into a FAISS inner-product index laid out as ``pyserini.encode --to-faiss`` writes it;
     Pyserini's FaissSearcher searches it with the live query encoder."""
-    import faiss
     from pyserini.search.faiss import FaissSearcher
 
-    from csplade_pyserini.index import folder_size
+    from csplade_pyserini.index import folder_size, write_faiss_index
     from csplade_pyserini.integration.encoders import CspladeDenseQueryEncoder
-    from csplade_pyserini.vectors.jsonvec import INDEX_INFO_NAME
 
     index_dir = work / "dense-faiss"
     if not (index_dir / "index").exists():
-        index_dir.mkdir(parents=True, exist_ok=True)
-        matrix = d.to_dense().float().numpy() if d.is_sparse else d.float().numpy()
-        flat = faiss.IndexFlatIP(matrix.shape[1])
-        flat.add(matrix)
-        (index_dir / "docid").write_text("".join(f"{x}\n" for x in docids), encoding="utf-8")
-        (index_dir / INDEX_INFO_NAME).write_text(json.dumps({**model.info(), "dimension": matrix.shape[1]}, indent=2))
-        faiss.write_index(flat, str(index_dir / "index"))
+        write_faiss_index((d.to_dense() if d.is_sparse else d).float().numpy(), list(docids), index_dir, model.info())
     searcher = FaissSearcher(str(index_dir), CspladeDenseQueryEncoder(spec))
     hits = searcher.batch_search([queries[q] for q in qids], qids, k=1000, threads=1)
     return {q: {h.docid: float(h.score) for h in hits[q]} for q in qids}, folder_size(index_dir) / 2**20
@@ -203,7 +195,6 @@ def evaluate(args, representation: str, qids, queries, qrels, docids, sample: li
 
 def dl19_pool_rows(args) -> list[dict]:
     """Both twins zero-shot on the DL19 pool with full-forward encoding (see the module docstring)."""
-    import faiss
     from pyserini.search.faiss import FaissSearcher
     from tqdm import tqdm
 
@@ -234,12 +225,10 @@ def dl19_pool_rows(args) -> list[dict]:
         with tqdm(total=len(texts), desc="encode dl19-pool (dense)", unit="doc", dynamic_ncols=True) as bar:
             vectors = model.encode_dense(texts, "doc", progress=bar)
         seconds = time.perf_counter() - start
-        work.mkdir(parents=True, exist_ok=True)
-        flat = faiss.IndexFlatIP(vectors.shape[1])
-        flat.add(vectors)
-        (work / "docid").write_text("".join(f"{d}\n" for d in docids), encoding="utf-8")
+        from csplade_pyserini.index import write_faiss_index
+
+        write_faiss_index(vectors, docids, work, model.info())
         (work / "encode.json").write_text(json.dumps({"seconds": seconds, "documents": len(texts)}))
-        faiss.write_index(flat, str(work / "index"))
     encoded = json.loads((work / "encode.json").read_text())
     searcher = FaissSearcher(str(work), CspladeDenseQueryEncoder(spec))
     qids = list(task.topics)

@@ -50,7 +50,7 @@ COLLECTIONS = {
     "nfcorpus": Collection("beir/nfcorpus"),
 }
 ZERO_SHOT = ("dl19-pool", "cranfield", "cisi", "medline", "climate-fever")
-BASELINES = ("bm25", "splade-tiny")
+BASELINES = ("bm25", "splade-tiny", "minilm")
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,10 @@ def baseline_system(name: str, splade_dir: Path | None) -> System:
         # a SPLADE trained on MS MARCO: the DL19 pool's passages and query style are its training domain
         return System("splade-tiny", ("--no-bm25", "--no-csplade", "--splade", str(splade_dir)), ("dl19-pool",),
                       "splade-tiny (MS MARCO-trained SPLADE)")
+    if name == "minilm":
+        # all-MiniLM-L6-v2's billion training pairs include MS MARCO: the DL19 pool is in its domain
+        return System("minilm", ("--no-bm25", "--no-csplade", "--dense", "minilm"), ("dl19-pool",),
+                      "all-MiniLM-L6-v2 (dense, FAISS flat)")
     raise SystemExit(f"unknown baseline {name!r}")
 
 
@@ -273,8 +277,9 @@ def plot(summary: dict, collections: list[str], path: Path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m csplade_pyserini.benchmarks.zero_shot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--systems", default="bm25,splade-tiny,default",
-                        help="comma-separated: bm25, splade-tiny, default (the packaged model), and --candidate names")
+    parser.add_argument("--systems", default="bm25,splade-tiny,minilm,default",
+                        help="comma-separated: bm25, splade-tiny, minilm (all-MiniLM-L6-v2, dense), default (the "
+                             "packaged model), and --candidate names")
     parser.add_argument("--candidate", action="append", default=[], metavar="NAME=SPEC",
                         help="another csplade spec to measure, e.g. pure=csplade:runs/train/cpu-recipe/pure/best")
     parser.add_argument("--collections", default=",".join(COLLECTIONS), help="comma-separated, of " + ", ".join(COLLECTIONS))
@@ -309,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         elif name in candidates:
             systems.append(csplade_system(name, candidates[name]))
         else:
-            raise SystemExit(f"unknown system {name!r}: bm25, splade-tiny, default or a --candidate NAME=SPEC")
+            raise SystemExit(f"unknown system {name!r}: bm25, splade-tiny, minilm, default or a --candidate NAME=SPEC")
     work = ENCODE_DIR / "zero-shot-data"
     folders = {c: prepared_folder(c, data_root, work) for c in collections}
     results: dict[str, dict[str, dict]] = {}

@@ -79,8 +79,9 @@ class ModelCard:
     bm25_k1: float = 0.9
     bm25_b: float = 0.4
     bm25_avgdl: float = 100.0
-    """Word channel: BM25's saturation parameters; ``bm25_avgdl`` is fixed with the model (an encoder sees one
-    batch at a time, never the collection's mean length)."""
+    """Word channel: BM25's saturation parameters. ``bm25_avgdl`` here is the training corpora's mean length:
+    the encode command replaces it by the indexed collection's (recorded in the index's card) unless the spec
+    sets it; a streaming encoder (literal ``pyserini.encode``) uses it as it stands."""
     dtype: str = "auto"
     """Inference precision: ``auto`` = bf16 where the hardware has native bf16 (2-3x faster here), else fp32."""
     query_side: str = "model"
@@ -278,10 +279,11 @@ class ModelCard:
 
 # What changes a QUERY vector or how its weights meet the index's: a query encoder that differs from the
 # index's model in one of these scores against the index without error and without sense. (Lengths are
-# left out: documents are often encoded longer than the model was trained with, on purpose.)
+# left out: documents are often encoded longer than the model was trained with, on purpose; so is the word
+# channel's avgdl, a statistic of each indexed collection.)
 QUERY_SIDE_FIELDS = ("representation", "dense_pooling", "backbone", "variant", "add_bos", "query_prefix",
                      "logit_scale", "expansion", "expansion_weight", "lexical_layer", "quant_scale", "term_scheme",
-                     "tf_layer", "bm25_k1", "bm25_b", "bm25_avgdl")
+                     "tf_layer", "bm25_k1", "bm25_b")
 WEIGHT_FILES = ("adapter", "logit_bias", "lexical_head", "tf_head")
 
 

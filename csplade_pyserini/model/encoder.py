@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from pathlib import Path
@@ -11,7 +12,7 @@ from csplade_pyserini import __version__
 from csplade_pyserini.errors import InputError
 from csplade_pyserini.model.backbone import load_card_model
 from csplade_pyserini.model.card import ModelCard
-from csplade_pyserini.model.spec import card_from_spec
+from csplade_pyserini.model.spec import card_from_spec, parse_spec
 from csplade_pyserini.vectors.quantize import quantize_tensor
 from csplade_pyserini.vectors.terms import TermMap
 
@@ -104,6 +105,26 @@ class CspladeModel:
         encoded = self.encoder.encode_sequences(sequences, top_k=self.card.doc_top_k, max_tokens=max_tokens,
                                                 max_batch=max_batch, device=self.device, progress=progress)
         return [self.to_impacts(ids, weights) for ids, weights in encoded], sum(len(s) for s in sequences)
+
+    def for_collection(self, texts: Sequence[str], spec: str | None = None) -> "CspladeModel":
+        """This model with the collection statistics its document side needs: for the word channel, BM25's
+        avgdl measured over ``texts`` (the whole collection), unless ``spec`` sets ``bm25_avgdl`` itself.
+        Other models need none and come back as they are. The copy shares the weights."""
+        if not self.card.is_words or not texts:
+            return self
+        if spec is not None and "bm25_avgdl" in parse_spec(spec)[1]:
+            return self
+        from csplade_pyserini.model.words import average_length
+
+        avgdl = average_length(texts, self.encoder.analyzer)
+        if avgdl <= 0:
+            return self
+        logger.info("word channel: the collection's avgdl is %.1f analysed words (the card's: %.1f)", avgdl,
+                    self.card.bm25_avgdl)
+        card = self.card.replace(bm25_avgdl=avgdl)
+        encoder = copy.copy(self.encoder)  # shallow: the backbone and head are shared, only the card differs
+        encoder.card = card
+        return CspladeModel(encoder, card, self.base_dir, self.device)
 
     def quantize_impacts(self, weights: Mapping[str, float]) -> dict[str, int]:
         """``round(weight x quant_scale)``, terms rounding to 0 left out (Anserini would truncate floats)."""

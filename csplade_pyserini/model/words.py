@@ -18,8 +18,10 @@ an untrained head is exactly BM25 (up to the integer rounding), and training mov
 far as the validation queries reward. Words beyond the model's window keep weight 1. The query side is
 inference-free: each query word, weighted by its count and the searched index's idf.
 
-``avgdl`` cannot be known while documents stream through an encoder one batch at a time, so it is a card
-value, set from the training corpora.
+``avgdl`` is BM25's: the mean analysed length of the collection being indexed. The encode command and the
+main job measure it over the whole corpus before encoding (:func:`average_length`) and record it in the
+index's card; an encoder that sees one batch at a time (literal ``pyserini.encode``) falls back to the
+card's value (the training corpora's), or to ``csplade,bm25_avgdl=N`` in the spec.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import functools
 import hashlib
 import re
 from collections import Counter
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
 
@@ -71,6 +73,13 @@ class WordAnalyzer:
     def fingerprint() -> str:
         """Identifies the term spelling, so indexes and query encoders can be matched."""
         return hashlib.sha256((WORD_SCHEME + "|" + " ".join(sorted(STOP_WORDS))).encode()).hexdigest()[:16]
+
+
+def average_length(texts: Iterable[str], analyzer: WordAnalyzer | None = None) -> float:
+    """BM25's ``avgdl``: the mean number of analysed words per text (0.1 precision, as cards record it)."""
+    analyzer = analyzer or WordAnalyzer()
+    lengths = [len(analyzer.words(text)) for text in texts]
+    return round(sum(lengths) / len(lengths), 1) if lengths else 0.0
 
 
 class TermFrequencyHead(TokenHead):

@@ -27,7 +27,8 @@ from csplade_pyserini.model.card import DEFAULT_BACKBONE, VARIANTS, ModelCard
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def _help(text: str, **extra: Any) -> dict[str, Any]:
+def option(text: str, **extra: Any) -> dict[str, Any]:
+    """A field's metadata for ``HfArgumentParser``: its help, and any other ``add_argument`` keyword."""
     return {"help": text, **extra}
 
 
@@ -35,56 +36,56 @@ def _help(text: str, **extra: Any) -> dict[str, Any]:
 class ModelArguments:
     """The model being trained: its card (what changes a vector) and which of its parts learn."""
 
-    backbone: str = field(default=DEFAULT_BACKBONE, metadata=_help(
+    backbone: str = field(default=DEFAULT_BACKBONE, metadata=option(
         "smollm2 (offline default), a Hugging Face folder, a .gguf file or a hub id"))
-    variant: str = field(default="causal", metadata=_help("causal, echo or bidirectional", choices=list(VARIANTS)))
-    query_prefix: str = field(default="query: ", metadata=_help("text put before every query"))
-    doc_prefix: str = field(default="passage: ", metadata=_help("text put before every document"))
-    max_query_length: int = field(default=64, metadata=_help("query tokens (prefix included)"))
-    max_doc_length: int = field(default=256, metadata=_help("document tokens (prefix included)"))
-    logit_scale: str | None = field(default=None, metadata=_help(
+    variant: str = field(default="causal", metadata=option("causal, echo or bidirectional", choices=list(VARIANTS)))
+    query_prefix: str = field(default="query: ", metadata=option("text put before every query"))
+    doc_prefix: str = field(default="passage: ", metadata=option("text put before every document"))
+    max_query_length: int = field(default=64, metadata=option("query tokens (prefix included)"))
+    max_doc_length: int = field(default=256, metadata=option("document tokens (prefix included)"))
+    logit_scale: str | None = field(default=None, metadata=option(
         "multiply LM-head logits before the activation: a number, 'auto' (hidden_size ** -0.25, Lion) or none"))
-    quant_scale: float = field(default=100.0, metadata=_help("integer impact = round(weight x this)"))
-    add_bos: bool = field(default=False, metadata=_help("feed a BOS token (an attention sink: off by default)"))
-    query_top_k: int | None = field(default=None, metadata=_help("largest query weights kept (none: all)"))
-    doc_top_k: int | None = field(default=None, metadata=_help("largest document weights kept (none: all)"))
-    model_name: str | None = field(default=None, metadata=_help("a name recorded in the model card"))
-    representation: str = field(default="sparse", metadata=_help(
+    quant_scale: float = field(default=100.0, metadata=option("integer impact = round(weight x this)"))
+    add_bos: bool = field(default=False, metadata=option("feed a BOS token (an attention sink: off by default)"))
+    query_top_k: int | None = field(default=None, metadata=option("largest query weights kept (none: all)"))
+    doc_top_k: int | None = field(default=None, metadata=option("largest document weights kept (none: all)"))
+    model_name: str | None = field(default=None, metadata=option("a name recorded in the model card"))
+    representation: str = field(default="sparse", metadata=option(
         "sparse (CSPLADE / Lion-SP: vocabulary weights, Lucene impact index) or dense (Lion-DS: per-token "
         "L2-normalised mean of the final states, FAISS index); the same backbone, variants, data and trainer",
         choices=["sparse", "dense"]))
-    dense_pooling: str = field(default="mean", metadata=_help(
+    dense_pooling: str = field(default="mean", metadata=option(
         "dense: mean (Lion-DS, normalised tokens averaged) or last (the last pooled token, normalised)",
         choices=["mean", "last"]))
-    expansion: bool = field(default=True, metadata=_help("the LM-head channel (CSPLADE proper)"))
-    lexical_layer: int | None = field(default=None, metadata=_help(
+    expansion: bool = field(default=True, metadata=option("the LM-head channel (CSPLADE proper)"))
+    lexical_layer: int | None = field(default=None, metadata=option(
         "beyond CSPLADE: add a lexical impact head reading this layer's states (input of layer N; the number "
         "of layers = final states); none = pure CSPLADE"))
-    lexical_width: int = field(default=128, metadata=_help("hidden width of the lexical head's MLP"))
-    expansion_weight: float = field(default=1.0, metadata=_help(
+    lexical_width: int = field(default=128, metadata=option("hidden width of the lexical head's MLP"))
+    expansion_weight: float = field(default=1.0, metadata=option(
         "initial weight of the LM-head channel where it meets the lexical channel (learned)"))
-    init_checkpoint: str | None = field(default=None, metadata=_help(
+    init_checkpoint: str | None = field(default=None, metadata=option(
         "start from this checkpoint (card, adapter, logit bias, lexical head), e.g. an adaptation run"))
-    full: bool = field(default=False, metadata=_help("train every weight of the trainable layers (no LoRA)"))
-    lora_rank: int = field(default=16, metadata=_help("LoRA rank"))
-    lora_alpha: int = field(default=32, metadata=_help("LoRA alpha"))
-    lora_dropout: float = field(default=0.1, metadata=_help("LoRA dropout"))
+    full: bool = field(default=False, metadata=option("train every weight of the trainable layers (no LoRA)"))
+    lora_rank: int = field(default=16, metadata=option("LoRA rank"))
+    lora_alpha: int = field(default=32, metadata=option("LoRA alpha"))
+    lora_dropout: float = field(default=0.1, metadata=option("LoRA dropout"))
     target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES),
-                                      metadata=_help("module names that get LoRA adapters"))
-    frozen_layers: str | None = field(default=None, metadata=_help(
+                                      metadata=option("module names that get LoRA adapters"))
+    frozen_layers: str | None = field(default=None, metadata=option(
         "freeze the bottom N layers and cache their output on disk (CPU path; 'all' freezes the whole "
         "backbone: only the heads learn); none = every layer trains, through a full forward per step"))
-    cache_dir: str | None = field(default=None, metadata=_help(
+    cache_dir: str | None = field(default=None, metadata=option(
         "where the frozen layers' activations go (default: OUTPUT_DIR/cache); reused while inputs match"))
-    train_bias: bool = field(default=True, metadata=_help("the per-term logit bias learns with the rest"))
-    bias_target_df: float | None = field(default=None, metadata=_help(
+    train_bias: bool = field(default=True, metadata=option("the per-term logit bias learns with the rest"))
+    bias_target_df: float | None = field(default=None, metadata=option(
         "calibrate a per-term logit bias before training so that each term is active in this share of documents "
         "(a quantile of its pooled logit over a random sample); none = keep the checkpoint's bias, or none"))
-    bias_sample: int = field(default=1000, metadata=_help("documents (seeded random sample) for the calibration"))
-    dtype: str = field(default="auto", metadata=_help(
+    bias_sample: int = field(default=1000, metadata=option("documents (seeded random sample) for the calibration"))
+    dtype: str = field(default="auto", metadata=option(
         "backbone precision: auto (bf16 on hardware that multiplies it natively), float32, bfloat16, float16",
         choices=["auto", "float32", "bfloat16", "float16"]))
-    threads: int | None = field(default=None, metadata=_help("torch CPU threads"))
+    threads: int | None = field(default=None, metadata=option("torch CPU threads"))
 
     def validate(self) -> None:
         for name in ("max_query_length", "max_doc_length", "lora_rank", "lora_alpha", "lexical_width", "bias_sample"):
@@ -143,34 +144,34 @@ class ModelArguments:
 class DataArguments:
     """Training examples, hard negatives, teacher scores and the validation set."""
 
-    data: str | None = field(default=None, metadata=_help(
+    data: str | None = field(default=None, metadata=option(
         "training data: a BEIR folder (with --run for negatives), Tevatron JSONL, or MS MARCO triples"))
-    data_format: str = field(default="auto", metadata=_help(
+    data_format: str = field(default="auto", metadata=option(
         "auto, beir, tevatron, triples or id-triples", choices=["auto", "beir", "tevatron", "triples", "id-triples"]))
-    run: str | None = field(default=None, metadata=_help(
+    run: str | None = field(default=None, metadata=option(
         "TREC run of candidate negatives (train mine-negatives); under torchrun spell it --negatives-run "
         "(torchrun's own parser takes --run for its --run-path)", aliases=["--negatives-run"]))
-    collection: str | None = field(default=None, metadata=_help("passages of id triples (pid<TAB>text)"))
-    queries: str | None = field(default=None, metadata=_help("queries of id triples (qid<TAB>text)"))
-    split: str = field(default="train", metadata=_help("qrels split of a BEIR folder"))
-    negatives: int = field(default=15, metadata=_help("hard negatives per query in each group"))
-    skip_top_negatives: int = field(default=0, metadata=_help(
+    collection: str | None = field(default=None, metadata=option("passages of id triples (pid<TAB>text)"))
+    queries: str | None = field(default=None, metadata=option("queries of id triples (qid<TAB>text)"))
+    split: str = field(default="train", metadata=option("qrels split of a BEIR folder"))
+    negatives: int = field(default=15, metadata=option("hard negatives per query in each group"))
+    skip_top_negatives: int = field(default=0, metadata=option(
         "ignore the first N non-positive candidates of each query (likely unlabelled positives)"))
-    negative_depth: int = field(default=100, metadata=_help("draw negatives from the first N candidates"))
-    teacher_scores: str | None = field(default=None, metadata=_help(
+    negative_depth: int = field(default=100, metadata=option("draw negatives from the first N candidates"))
+    teacher_scores: str | None = field(default=None, metadata=option(
         "teacher scores 'qid pid score' (train score-teacher), for kd/clkd and negative filtering"))
-    teacher_margin: float | None = field(default=None, metadata=_help(
+    teacher_margin: float | None = field(default=None, metadata=option(
         "drop negatives that the teacher scores above (positive - margin): likely false negatives"))
-    max_examples: int | None = field(default=None, metadata=_help("use only the first N training queries"))
-    pseudo_queries: bool = field(default=False, metadata=_help(
+    max_examples: int | None = field(default=None, metadata=option("use only the first N training queries"))
+    pseudo_queries: bool = field(default=False, metadata=option(
         "add title -> text pseudo-queries from the corpus of a BEIR folder (documents with a title)"))
-    pseudo_query_share: float = field(default=0.5, metadata=_help("share of batches made of pseudo-queries"))
-    validation_queries: int = field(default=100, metadata=_help(
+    pseudo_query_share: float = field(default=0.5, metadata=option("share of batches made of pseudo-queries"))
+    validation_queries: int = field(default=100, metadata=option(
         "held-out training queries (a seeded sample, never trained on) ranked against the whole corpus for model "
         "selection; 0 = no validation"))
-    validation_data: str | None = field(default=None, metadata=_help(
+    validation_data: str | None = field(default=None, metadata=option(
         "a BEIR folder to validate on (default: --data); its --validation-split queries are used"))
-    validation_split: str = field(default="train", metadata=_help("qrels split of the validation queries"))
+    validation_split: str = field(default="train", metadata=option("qrels split of the validation queries"))
 
     def validate(self) -> None:
         for name in ("negatives", "skip_top_negatives", "validation_queries"):
@@ -189,37 +190,37 @@ class DataArguments:
 class SparseTrainingArguments(TrainingArguments):
     """transformers' ``TrainingArguments`` plus the retrieval objective."""
 
-    objective: str = field(default="cl", metadata=_help(
+    objective: str = field(default="cl", metadata=option(
         "cl (InfoNCE), kd (distillation) or clkd (Lion's mix)", choices=["cl", "kd", "clkd"]))
-    kd_loss: str = field(default="kl", metadata=_help("kl or margin-mse", choices=["kl", "margin-mse"]))
-    kd_weight: float = field(default=0.5, metadata=_help("clkd: share of the distillation term"))
-    teacher_temperature: float = field(default=1.0, metadata=_help(
+    kd_loss: str = field(default="kl", metadata=option("kl or margin-mse", choices=["kl", "margin-mse"]))
+    kd_weight: float = field(default=0.5, metadata=option("clkd: share of the distillation term"))
+    teacher_temperature: float = field(default=1.0, metadata=option(
         "teacher scores are divided by this before their softmax (KL)"))
-    score_scale: float = field(default=0.1, metadata=_help(
+    score_scale: float = field(default=0.1, metadata=option(
         "initial inverse temperature multiplying every score in CL and KD (learned unless --no-learn-score-scale)"))
-    learn_score_scale: bool = field(default=True, metadata=_help("learn the inverse temperature (CLIP-style)"))
-    dense_temperature: float = field(default=0.01, metadata=_help(
+    learn_score_scale: bool = field(default=True, metadata=option("learn the inverse temperature (CLIP-style)"))
+    dense_temperature: float = field(default=0.01, metadata=option(
         "dense models: scores are divided by this fixed temperature in CL and KD (Lion-DS: 0.01); --score-scale "
         "and --learn-score-scale are for sparse models"))
-    flops_query_weight: float = field(default=0.0, metadata=_help("FLOPS regularisation of queries (lambda_q)"))
-    flops_doc_weight: float = field(default=0.0, metadata=_help("FLOPS regularisation of documents (lambda_d)"))
-    flops_ramp_fraction: float = field(default=1 / 3, metadata=_help("FLOPS weights ramp up over this share"))
-    train_top_k_slack: float | None = field(default=None, metadata=_help(
+    flops_query_weight: float = field(default=0.0, metadata=option("FLOPS regularisation of queries (lambda_q)"))
+    flops_doc_weight: float = field(default=0.0, metadata=option("FLOPS regularisation of documents (lambda_d)"))
+    flops_ramp_fraction: float = field(default=1 / 3, metadata=option("FLOPS weights ramp up over this share"))
+    train_top_k_slack: float | None = field(default=None, metadata=option(
         "train on the card's top-k times this (>= 1) largest weights, so that terms outside the index's "
         "top-k still get a gradient and can come in; none = all weights"))
-    head_learning_rate: float | None = field(default=None, metadata=_help(
+    head_learning_rate: float | None = field(default=None, metadata=option(
         "learning rate of the lexical head and channel weight (default: --learning-rate)"))
-    bias_learning_rate: float | None = field(default=None, metadata=_help(
+    bias_learning_rate: float | None = field(default=None, metadata=option(
         "learning rate of the logit bias (default: --learning-rate)"))
-    scale_learning_rate: float = field(default=1e-2, metadata=_help("learning rate of the score scale"))
+    scale_learning_rate: float = field(default=1e-2, metadata=option("learning rate of the score scale"))
     # phase 1 (adapt)
-    adapt_objective: str = field(default="clm", metadata=_help(
+    adapt_objective: str = field(default="clm", metadata=option(
         "adapt: clm (CSPLADE: L_CLM + lambda L_ReLU) or mntp (Lion: masked next-token prediction)",
         choices=["clm", "mntp"]))
-    relu_weight: float = field(default=1.0, metadata=_help("adapt: lambda of L_ReLU"))
-    seq_len: int = field(default=2048, metadata=_help("adapt: packed sequence length"))
-    mask_fraction: float = field(default=0.2, metadata=_help("adapt (mntp): share of masked tokens"))
-    max_documents: int | None = field(default=None, metadata=_help("adapt: use only the first N documents"))
+    relu_weight: float = field(default=1.0, metadata=option("adapt: lambda of L_ReLU"))
+    seq_len: int = field(default=2048, metadata=option("adapt: packed sequence length"))
+    mask_fraction: float = field(default=0.2, metadata=option("adapt (mntp): share of masked tokens"))
+    max_documents: int | None = field(default=None, metadata=option("adapt: use only the first N documents"))
 
     def validate_objective(self) -> None:
         if not 0.0 <= self.kd_weight <= 1.0:

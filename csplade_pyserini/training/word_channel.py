@@ -24,13 +24,14 @@ import logging
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from csplade_pyserini.errors import InputError
+from csplade_pyserini.training.config import option
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,8 @@ class CorpusFeatures:
         pairs = torch.unique(self.doc * len(self.vocabulary) + self.term)
         df = torch.bincount(pairs % len(self.vocabulary), minlength=len(self.vocabulary)).float()
         self.idf = torch.log(len(docids) / df)
+        # BM25's avgdl, as the encode command measures it for an indexed collection
+        self.avgdl = round(float(self.length.mean()), 1) if len(docids) else 1.0
 
     @classmethod
     def build(cls, encoder, documents, cache: Path | None = None, device: str = "cpu") -> "CorpusFeatures":
@@ -160,7 +163,7 @@ class CorpusFeatures:
         row, term = unique // len(self.vocabulary), unique % len(self.vocabulary)
         from csplade_pyserini.model.words import bm25_saturation
 
-        weight = bm25_saturation(tf, self.length[docs][row], card.bm25_k1, card.bm25_b, card.bm25_avgdl)
+        weight = bm25_saturation(tf, self.length[docs][row], card.bm25_k1, card.bm25_b, self.avgdl)
         return row, term, weight, logs
 
     def query_matrix(self, texts: list[str], analyzer) -> torch.Tensor:
@@ -270,67 +273,49 @@ def validate(domains: list[Domain], features: dict[str, CorpusFeatures], head, c
 
 @dataclass
 class WordChannelArguments:
-    """Every option of ``train words`` (flags are the dash-case field names)."""
+    """Every option of ``train words``: ``HfArgumentParser`` makes each field a flag (dash or underscore), with
+    its default and help, as the other training commands do (``training/config.py``)."""
 
-    data: list[str]
-    """BEIR folders with a train split (and a dev split, else --held-out train queries validate)."""
-    output_dir: str
-    backbone: str = "smollm2"
-    tf_layer: int = 4
-    """The layer the term-frequency head reads; the backbone runs that far at inference."""
-    width: int = 64
-    max_doc_length: int = 256
-    bm25_avgdl: float = 0.0
-    """0: the mean analysed length of the training corpora."""
-    steps: int = 600
-    batch_size: int = 16
-    negatives: int = 15
-    negative_depth: int = 50
-    learning_rate: float = 1e-3
-    warmup_ratio: float = 0.1
-    scale: float = 0.3
-    """Initial inverse temperature of InfoNCE over BM25-scale scores (learned)."""
-    reg: float = 0.1
-    eval_steps: int = 50
-    held_out: int = 100
-    seed: int = 42
-    threads: int = 0
-    """torch threads (0: every core)."""
-    overwrite_output_dir: bool = False
-    """replace the model and log an earlier run left in --output-dir (its feature cache is always reused)."""
+    data: list[str] = field(metadata=option("BEIR folders with a train split (and a dev split, else --held-out train "
+                                           "queries validate); repeat the flag or list them", action="extend"))
+    output_dir: str = field(metadata=option("where the model (model/best), the log and the feature cache go"))
+    backbone: str = field(default="smollm2", metadata=option("the frozen LM whose states the head reads"))
+    tf_layer: int = field(default=4, metadata=option("the layer the term-frequency head reads; the backbone runs "
+                                                    "that far at inference"))
+    width: int = field(default=64, metadata=option("the head's hidden width"))
+    max_doc_length: int = field(default=256, metadata=option("tokens the backbone reads per document"))
+    bm25_avgdl: float = field(default=0.0, metadata=option(
+        "0: each corpus's own mean analysed length, as the encode command measures an indexed collection (the "
+        "card keeps the training corpora's overall mean for encoders that see one batch at a time)"))
+    steps: int = field(default=600, metadata=option("optimiser steps"))
+    batch_size: int = field(default=16, metadata=option("training queries per step, all from one domain"))
+    negatives: int = field(default=15, metadata=option("negatives per query, drawn from the top --negative-depth"))
+    negative_depth: int = field(default=50, metadata=option("the untrained channel's (BM25 over words) ranking depth "
+                                                           "that negatives come from"))
+    learning_rate: float = field(default=1e-3, metadata=option("AdamW learning rate (cosine schedule)"))
+    warmup_ratio: float = field(default=0.1, metadata=option("share of the steps spent warming up"))
+    scale: float = field(default=0.3, metadata=option("initial inverse temperature of InfoNCE over BM25-scale "
+                                                     "scores (learned)"))
+    reg: float = field(default=0.1, metadata=option("weight of the mean squared log count (pulls towards BM25)"))
+    eval_steps: int = field(default=50, metadata=option("validate every this many steps (and at step 0 and the end)"))
+    held_out: int = field(default=100, metadata=option("train queries held out to validate a domain without a dev "
+                                                      "split"))
+    seed: int = field(default=42, metadata=option("seeds the head, the batches and the held-out queries"))
+    threads: int = field(default=0, metadata=option("torch threads (0: every core)"))
+    overwrite_output_dir: bool = field(default=False, metadata=option(
+        "replace the model and log an earlier run left in --output-dir (its feature cache is always reused)"))
 
 
 def parse_arguments(argv: list[str] | None) -> WordChannelArguments:
-    import dataclasses
+    from transformers import HfArgumentParser
 
-    parser = argparse.ArgumentParser(prog="python -m csplade_pyserini.train words", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    docs = _field_docs()
-    for field in dataclasses.fields(WordChannelArguments):
-        flag = "--" + field.name.replace("_", "-")
-        if field.name == "data":
-            parser.add_argument(flag, action="append", required=True, help=docs.get(field.name))
-        elif field.default is dataclasses.MISSING:
-            parser.add_argument(flag, required=True, help=docs.get(field.name))
-        elif isinstance(field.default, bool):
-            parser.add_argument(flag, action="store_true", help=docs.get(field.name))
-        else:
-            parser.add_argument(flag, type=type(field.default), default=field.default,
-                                help=f"{docs.get(field.name, '')} (default {field.default})".strip())
-    return WordChannelArguments(**vars(parser.parse_args(argv)))
+    class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        pass
 
-
-def _field_docs() -> dict[str, str]:
-    """The docstring under each field of :class:`WordChannelArguments`: one declaration, flag and help."""
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(WordChannelArguments))
-    body, docs = tree.body[0].body, {}
-    for node, after in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
-            docs[node.target.id] = " ".join(str(after.value.value).split())
-    return docs
+    parser = HfArgumentParser(WordChannelArguments, prog="python -m csplade_pyserini.train words",
+                              description=__doc__, formatter_class=Formatter)
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    return args
 
 
 def train(args: WordChannelArguments) -> Path:
@@ -364,6 +349,10 @@ def train(args: WordChannelArguments) -> Path:
     encoder = WordEncoder(model, tokenizer, card, head)
     features = {d.name: CorpusFeatures.build(encoder, list(read_corpus(d.folder)),
                                              out / "cache" / f"{d.name}.L{args.tf_layer}.pt") for d in domains}
+    feature_seconds = time.perf_counter() - begin
+    if args.bm25_avgdl:
+        for corpus in features.values():
+            corpus.avgdl = args.bm25_avgdl
     avgdl = args.bm25_avgdl or float(torch.cat([f.length for f in features.values()]).mean())
     card = card.replace(bm25_avgdl=round(avgdl, 1))
     analyzer = encoder.analyzer
@@ -413,7 +402,9 @@ def train(args: WordChannelArguments) -> Path:
                      "batch_size": args.batch_size, "negatives": f"{args.negatives} of the untrained channel's "
                      f"top {args.negative_depth} (BM25 over words), judged documents left out",
                      "objective": f"InfoNCE over the batch's documents + {args.reg} x mean squared log count",
-                     "learning_rate": args.learning_rate, "seed": args.seed, "seconds": round(seconds, 1)},
+                     "learning_rate": args.learning_rate, "seed": args.seed, "seconds": round(seconds, 1),
+                     "feature_seconds": round(feature_seconds, 1),
+                     "bm25_avgdl": {d.name: features[d.name].avgdl for d in domains}},
         "validation": {"selected_on": {d.name: d.validation_source for d in domains}, "step kept": best["step"],
                        "ndcg@10": {k: round(v, 4) for k, v in best.items() if k != "step"},
                        "curve": [(e["step"], round(e["validation"]["mean"], 4)) for e in log if "validation" in e]},
