@@ -74,35 +74,35 @@ bench: bench-zero-shot bench-encoding bench-retrieval bench-training bench-laten
 # every system (BM25, splade-tiny, all-MiniLM-L6-v2, the default) on the DL19 pool, Cranfield, CISI, MEDLINE, Climate-FEVER sentences, SciFact and NFCorpus test
 bench-zero-shot: install
 	$(PIP) install -q -e ".[dense-baseline]"
-	$(PY) -m csplade_pyserini.benchmarks.zero_shot $(BENCH_ARGS)
+	$(PY) -m benchmarks.zero_shot $(BENCH_ARGS)
 
 bench-encoding: install
-	$(PY) -m csplade_pyserini.benchmarks.encoding --docs 256 $(BENCH_ARGS)
+	$(PY) -m benchmarks.encoding --docs 256 $(BENCH_ARGS)
 
 bench-retrieval: install
-	$(PY) -m csplade_pyserini.benchmarks.retrieval --collection scifact $(BENCH_ARGS)
+	$(PY) -m benchmarks.retrieval --collection scifact $(BENCH_ARGS)
 
 bench-training: install
-	$(PY) -m csplade_pyserini.benchmarks.training $(BENCH_ARGS)
+	$(PY) -m benchmarks.training $(BENCH_ARGS)
 
 # after bench-training (or make demo): it searches the default model's SciFact index
 bench-latency: install
-	$(PY) -m csplade_pyserini.benchmarks.query_latency $(BENCH_ARGS)
-	$(PY) -m csplade_pyserini.benchmarks.query_latency --topics dl19-passage --name bench-latency-dl19-pool \
+	$(PY) -m benchmarks.query_latency $(BENCH_ARGS)
+	$(PY) -m benchmarks.query_latency --topics dl19-passage --name bench-latency-dl19-pool \
 	    --index $(DL19_INDEX) --bm25-index index/dl19-pool.bm25/lucene --splade-index index/dl19-pool.splade-tiny $(BENCH_ARGS)
 
 # after bench-training: where a batch-1 query encode spends its time, and three int8 variants' cost
 bench-query-profile: install
-	$(PY) -m csplade_pyserini.benchmarks.query_profile --dl19-index $(DL19_INDEX) $(BENCH_ARGS)
+	$(PY) -m benchmarks.query_profile --dl19-index $(DL19_INDEX) $(BENCH_ARGS)
 
 bench-engines: install
-	$(PY) -m csplade_pyserini.benchmarks.engines $(BENCH_ARGS)
-	$(PY) -m csplade_pyserini.benchmarks.engines --topics dl19-passage --name bench-engines-dl19-pool \
+	$(PY) -m benchmarks.engines $(BENCH_ARGS)
+	$(PY) -m benchmarks.engines --topics dl19-passage --name bench-engines-dl19-pool \
 	    --vectors encode/dl19-pool.csplade.runs-train-cpu-recipe-model-best --index $(DL19_INDEX) $(BENCH_ARGS)
 
 # after bench-training (or make train): Lion's sparse-vs-dense comparison from the recipe's activation cache
 bench-dense: install
-	$(PY) -m csplade_pyserini.benchmarks.dense_vs_sparse $(BENCH_ARGS)
+	$(PY) -m benchmarks.dense_vs_sparse $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV) $(VENV2)

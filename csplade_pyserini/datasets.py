@@ -6,7 +6,6 @@ without an id or text, an empty document, bytes that are not UTF-8, a duplicate 
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from dataclasses import dataclass
@@ -270,11 +269,3 @@ def write_ir_datasets_corpus(dataset_id: str, out: Path) -> Path:
             handle.write(json.dumps({"_id": doc.doc_id, "title": getattr(doc, "title", "") or "",
                                      "text": doc.text}, ensure_ascii=False) + "\n")
     return target
-
-
-def write_tsv(path: Path, rows) -> None:
-    from csplade_pyserini.atomic import atomic_file
-
-    with atomic_file(path) as handle:
-        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        writer.writerows(rows)

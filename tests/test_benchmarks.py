@@ -2,7 +2,7 @@
 
 import json
 
-from csplade_pyserini.benchmarks import training
+from benchmarks import training
 
 
 def _log(folder, records):
@@ -56,10 +56,10 @@ def test_table_has_one_row_per_system_and_a_column_pair_per_collection(tmp_path)
 
 
 def test_write_report_writes_json_and_markdown_whole(tmp_path, monkeypatch, capsys):
-    from csplade_pyserini.benchmarks import _tables
+    from benchmarks import report
 
-    monkeypatch.setattr(_tables, "RESULTS", tmp_path / "results")
-    assert _tables.write_report("bench-x", {"rows": [1]}, "# table\n") == "# table\n"
+    monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
+    assert report.write_report("bench-x", {"rows": [1]}, "# table\n") == "# table\n"
     assert json.loads((tmp_path / "results" / "bench-x.json").read_text()) == {"rows": [1]}
     assert (tmp_path / "results" / "bench-x.md").read_text() == "# table\n"
     assert capsys.readouterr().out == "# table\n\n"

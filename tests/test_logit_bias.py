@@ -1,14 +1,13 @@
-"""The calibrated per-term logit bias: activation by hand, calibration against a naive computation,
-and the checkpoint round trip (trainer vectors == loaded vectors == exported vectors)."""
+"""The per-term logit bias: activation by hand, and the checkpoint round trip (trainer vectors == loaded vectors == exported vectors)."""
 
 import pytest
 import torch
 
 from csplade_pyserini.errors import InputError
 from csplade_pyserini.model.card import ModelCard
-from csplade_pyserini.model.logit_bias import calibrate_logit_bias, load_logit_bias, save_logit_bias
+from csplade_pyserini.model.logit_bias import load_logit_bias, save_logit_bias
 from csplade_pyserini.model.pooling import splade_activation
-from csplade_pyserini.model.sparse import SparseEncoder, _decoder_and_head
+from csplade_pyserini.model.sparse import SparseEncoder, decoder_and_head
 
 
 def test_activation_applies_scale_then_bias():
@@ -19,30 +18,9 @@ def test_activation_applies_scale_then_bias():
     assert torch.equal(splade_activation(x, None, None), torch.log1p(torch.relu(x)))
 
 
-def test_calibration_matches_mean_and_std_of_the_pooled_positions(tiny_model):
-    """Over the pooled positions only: the causal prefix (text-independent states) is left out."""
-    encoder = tiny_model.encoder
-    texts = ["the zebra runs", "a volcano erupted near the old town today", "notes"]
-    bias = calibrate_logit_bias(encoder, texts, sigmas=1.5, batch_size=2)
-    _, head = _decoder_and_head(encoder.model)
-    rows = []
-    with torch.no_grad():
-        for sequence in encoder.tokenize(texts, "doc"):  # one at a time, no padding
-            ids = torch.tensor([sequence])
-            hidden = encoder.hidden_states(ids, torch.ones_like(ids))[0].float()
-            pooled = encoder.collate([sequence], kind="doc").pool_mask[0].bool()
-            assert not pooled[0]  # the prefix
-            rows.append((hidden @ head.float().T)[pooled])
-    logits = torch.cat(rows).double()
-    expected = -(logits.mean(0) + 1.5 * logits.std(0, unbiased=False))
-    assert torch.allclose(bias.double(), expected, atol=1e-4)
-    with pytest.raises(InputError, match="no documents"):
-        calibrate_logit_bias(encoder, [], sigmas=1.0)
-
-
 def test_bias_changes_weights_and_is_checked_against_the_vocabulary(tiny_model, tmp_path):
     encoder = tiny_model.encoder
-    vocab = _decoder_and_head(encoder.model)[1].shape[0]
+    vocab = decoder_and_head(encoder.model)[1].shape[0]
     batch = encoder.collate(encoder.tokenize(["the zebra runs"], "doc"))
     with torch.no_grad():
         plain = encoder(batch.input_ids, batch.attention_mask, batch.pool_mask)

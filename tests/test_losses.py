@@ -10,16 +10,15 @@ import torch
 from csplade_pyserini.training.losses import (
     AdaptationLoss,
     adaptation_loss,
-    cl_kd,
     clm_loss,
     flops,
-    info_nce,
     kl_distillation,
     margin_mse,
     relu_clm_loss,
     shift_labels,
 )
-from csplade_pyserini.training.schedules import cosine_with_warmup, flops_weight, warmup_steps
+from csplade_pyserini.training.losses import InfoNCELoss, ScoreScale
+from csplade_pyserini.training.schedules import flops_weight
 
 
 def _lse(values):
@@ -43,19 +42,22 @@ D = [[2.0, 0.0], [1.0, 1.0], [0.0, 3.0], [1.0, 0.0]]
 EXPECTED_INFO_NCE = ((_lse([2, 1, 0, 1]) - 2) + (_lse([0, 1, 3, 0]) - 3)) / 2
 
 
+def info_nce(q, d, group_size: int, scale: float = 1.0) -> float:
+    """The training objective's InfoNCE (``InfoNCELoss``) at a fixed score scale."""
+    return InfoNCELoss(ScoreScale(scale))(q, d, {"group_size": group_size})["cl"]
+
+
 def test_info_nce_uses_hard_and_in_batch_negatives():
     loss = info_nce(t(Q), t(D), group_size=2)
     assert loss.item() == pytest.approx(EXPECTED_INFO_NCE, rel=1e-6)
-    # The group size is inferred from the shapes when not given.
-    assert info_nce(t(Q), t(D)).item() == pytest.approx(EXPECTED_INFO_NCE, rel=1e-6)
     # Scoring only within the own group would give a smaller loss: the other group's docs count.
     own_group_only = ((_lse([2, 1]) - 2) + (_lse([3, 0]) - 3)) / 2
     assert loss.item() > own_group_only + 0.1
 
 
-def test_info_nce_temperature_divides_scores():
+def test_info_nce_score_scale_multiplies_scores():
     expected = ((_lse([4, 2, 0, 2]) - 4) + (_lse([0, 2, 6, 0]) - 6)) / 2
-    assert info_nce(t(Q), t(D), group_size=2, temperature=0.5).item() == pytest.approx(expected, rel=1e-6)
+    assert info_nce(t(Q), t(D), group_size=2, scale=2.0).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_info_nce_group_size_one_is_in_batch_only():
@@ -68,19 +70,8 @@ def test_info_nce_group_size_one_is_in_batch_only():
 def test_info_nce_gradient_flows():
     q = t(Q).requires_grad_()
     d = t(D).requires_grad_()
-    info_nce(q, d).backward()
+    info_nce(q, d, 2).backward()
     assert q.grad is not None and d.grad is not None and q.grad.abs().sum() > 0
-
-
-def test_info_nce_rejects_bad_shapes():
-    with pytest.raises(ValueError, match="equal groups"):
-        info_nce(t(Q), t(D[:3]))
-    with pytest.raises(ValueError, match="expected 2 x 3"):
-        info_nce(t(Q), t(D), group_size=3)
-    with pytest.raises(ValueError, match="vocabularies"):
-        info_nce(t(Q), t([[1.0, 2.0, 3.0]] * 4))
-    with pytest.raises(ValueError, match="temperature"):
-        info_nce(t(Q), t(D), temperature=0.0)
 
 
 # --- FLOPS -----------------------------------------------------------------------------------------
@@ -133,14 +124,6 @@ def test_kl_distillation_by_hand():
     assert kl_distillation(t(teacher), t(teacher) + 7).item() == pytest.approx(0.0, abs=1e-6)
 
 
-def test_cl_kd_weighted_mean():
-    assert cl_kd(t(2.0), t(4.0)).item() == pytest.approx(3.0)
-    assert cl_kd(t(2.0), t(4.0), weight=0.25).item() == pytest.approx(0.75 * 2 + 0.25 * 4)
-    with pytest.raises(ValueError):
-        cl_kd(t(2.0), t(4.0), weight=1.5)
-
-
-# --- phase 1 ---------------------------------------------------------------------------------------
 def test_shift_labels_aligns_with_logits():
     assert shift_labels(torch.tensor([[5, 6, 7]])).tolist() == [[6, 7, -100]]
 
@@ -208,27 +191,3 @@ def test_flops_weight_quadratic_ramp():
         flops_weight(-1, 300, 0.05)
     with pytest.raises(ValueError):
         flops_weight(1, 0, 0.05)
-
-
-def test_warmup_steps():
-    assert warmup_steps(1000, 0.05) == 50
-    assert warmup_steps(12345, 0.04) == 494   # 493.8
-    assert warmup_steps(10, 0.05) == 1        # 0.5 rounds up
-    assert warmup_steps(0, 0.1) == 0
-    with pytest.raises(ValueError):
-        warmup_steps(10, 1.5)
-
-
-def test_cosine_with_warmup_uses_transformers_schedule():
-    param = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([param], lr=1.0)
-    scheduler = cosine_with_warmup(optimizer, total_steps=100, warmup_fraction=0.1)
-    lrs = []
-    for _ in range(100):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    assert lrs[0] == pytest.approx(0.0)
-    assert lrs[5] == pytest.approx(0.5)
-    assert lrs[10] == pytest.approx(1.0)
-    assert lrs[55] == pytest.approx(0.5)   # half-way through the cosine: (1 + cos(pi / 2)) / 2

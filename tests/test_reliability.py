@@ -237,6 +237,55 @@ def test_ctrl_c_prints_one_line(tmp_path):
     assert result.returncode == 130 and result.stderr.strip() == "interrupted"
 
 
+JVM_START = ("import time\nfrom pyserini.search.lucene import LuceneSearcher\n"
+             "from jnius import autoclass\nautoclass('io.anserini.search.SimpleSearcher')\ntime.sleep(60)\n")
+
+
+def test_sigterm_while_the_jvm_starts_ends_the_process_at_once():
+    """SIGTERM (twice, as schedulers send it) at any moment of a Pyserini start ends the process by the
+    signal itself. Without -Xrs the JVM's own handler answers instead: exit 143, an abort (-6), or a hang
+    in vm_exit while the main thread loads classes."""
+    for delay in (1.0, 2.0, 3.0, 4.0):
+        process = subprocess.Popen([sys.executable, "-c", JVM_START], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.7)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=8)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise AssertionError(f"still running 8 s after SIGTERM at {delay} s")
+        assert code == -signal.SIGTERM, f"SIGTERM at {delay} s: exit {code}"
+
+
+def test_sigint_while_the_jvm_starts_ends_the_process_promptly():
+    process = subprocess.Popen([sys.executable, "-c", JVM_START], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(3.0)
+    process.send_signal(signal.SIGINT)
+    try:
+        assert process.wait(timeout=10) != 0
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise AssertionError("still running 10 s after SIGINT")
+
+
+def test_the_hook_adds_jvm_options_and_leaves_a_jnius_without_pyserini_alone():
+    code = ("import sys, types, jnius_config\n"
+            "from csplade_pyserini.integration import patches\n"
+            "jnius_config.set_options('-Dmine=1')\n"
+            "patches.prepare_jvm_options()\n"
+            "print(jnius_config.get_options())\n"
+            "sys.modules['pyserini'] = types.ModuleType('pyserini')\n"
+            "patches.prepare_jvm_options()\n"
+            "print(jnius_config.get_options())\n")
+    result = run_python("-c", code)
+    alone, with_pyserini = result.stdout.strip().splitlines()
+    assert alone == "['-Dmine=1']" and with_pyserini == "['-Dmine=1', '-Xrs']"
+
+
 def test_a_killed_encode_leaves_nothing_and_a_rerun_gives_the_same_vectors(tiny_checkpoint, data, tmp_path):
     corpus, _, _ = data
     spec = f"csplade:{tiny_checkpoint}"

@@ -23,10 +23,9 @@ from csplade_pyserini.training.data import (
     read_teacher_scores,
     read_tevatron,
     read_text_triples,
-    teacher_scores_for,
     text_id,
 )
-from csplade_pyserini.training.packing import iter_blocks, pack_sequences
+from csplade_pyserini.training.packing import pack_sequences
 
 FIXTURES = Path(__file__).parent / "fixtures" / "training"
 SCIFACT = Path("/work/shared/data/beir/scifact")
@@ -304,12 +303,6 @@ def test_read_run_orders_by_score():
 def test_teacher_scores_good():
     scores = read_teacher_scores(FIXTURES / "teacher_scores.txt")
     assert scores == {"q1": {"0": 12.5, "1": -3.25}, "q2": {"2": 7.0, "3": 0.01}}
-    group = [Passage("1", "x"), Passage("0", "y")]
-    assert teacher_scores_for(scores, "q1", group) == [-3.25, 12.5]
-    with pytest.raises(InputError, match="passage '9'"):
-        teacher_scores_for(scores, "q1", [Passage("9", "z")])
-    with pytest.raises(InputError, match="query 'q9'"):
-        teacher_scores_for(scores, "q9", group)
 
 
 @pytest.mark.parametrize("name, line, field, message", [
@@ -394,16 +387,6 @@ def test_pack_sequences_drops_remainder_and_splits_long_documents():
     # Too little text for a block: zero blocks, with the right shape.
     empty = pack_sequences([[1, 2]], seq_len=8, eos_id=EOS)
     assert tuple(empty.input_ids.shape) == (0, 8) and empty.dropped_tokens == 3
-
-
-def test_iter_blocks_matches_pack_sequences():
-    rng = random.Random(3)
-    docs = [[rng.randrange(1, 50) for _ in range(rng.randrange(0, 12))] for _ in range(30)]
-    packed = pack_sequences(docs, seq_len=7, eos_id=EOS, return_document_ids=True)
-    streamed = list(iter_blocks(docs, seq_len=7, eos_id=EOS))
-    assert [b for b, _ in streamed] == packed.input_ids.tolist()
-    assert [o for _, o in streamed] == packed.document_ids.tolist()
-    assert pack_sequences(docs, 7, EOS).input_ids.equal(packed.input_ids)  # deterministic
 
 
 def test_pack_sequences_validates():

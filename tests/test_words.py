@@ -227,7 +227,7 @@ def test_train_words_end_to_end_on_two_small_real_domains(tmp_path, tokenizer_di
 def test_zero_shot_suite_on_slices_with_a_tiny_model(tmp_path, tokenizer_dir, monkeypatch):
     """The suite's code end to end: a collection with empty documents (Cranfield) and one whose ids hold
     spaces (Climate-FEVER sentences), BM25 and a tiny word-channel model marked as trained on Cranfield."""
-    from csplade_pyserini.benchmarks import zero_shot
+    from benchmarks import zero_shot
     data = tmp_path / "shared-data"
     cranfield = beir_slice(shared() / "data" / "classic" / "cranfield", data / "classic" / "cranfield", first_docs=40,
                            extra_ids={"471"})  # an empty document of the original release
@@ -272,3 +272,34 @@ def test_the_feature_cache_is_reused_only_for_the_same_documents_and_model(words
     assert calls == [] and torch.equal(again.states, first.states)
     changed = CorpusFeatures.build(encoder, [Document("d1", "", "cells grow"), Document("d2", "", "red blood")], cache)
     assert calls == [1] and "red" in changed.vocabulary
+
+
+def test_literal_pyserini_encode_measures_the_collection_as_our_encode_does(words_checkpoint, tmp_path):
+    """The word channel's avgdl through ``python -m pyserini.encode`` (which shows an encoder one batch at a
+    time): read from its own --corpus, so its vectors equal the encode command's, shard or not."""
+    from csplade_pyserini.integration.encoders import pyserini_encode_input
+    from tests.conftest import run_python, scifact_slice
+
+    corpus, _, _ = scifact_slice(tmp_path / "data", n_queries=3, extra_docs=8)
+    spec = f"csplade:{words_checkpoint}"
+    run_python("-m", "pyserini.encode", "input", "--corpus", str(corpus), "--fields", "title", "text",
+               "--shard-id", "1", "--shard-num", "2", "output", "--embeddings", str(tmp_path / "literal"),
+               "encoder", "--encoder", spec, "--fields", "title", "text", "--device", "cpu")
+    run_python("-m", "csplade_pyserini.encode", "--corpus", str(corpus), "--embeddings", str(tmp_path / "ours"),
+               "--encoder", spec, "--threads", "1")
+    literal = {json.loads(line)["id"]: json.loads(line)["vector"]
+               for line in open(tmp_path / "literal" / "embeddings.jsonl")}
+    ours = {json.loads(line)["id"]: json.loads(line)["vector"]
+            for path in sorted((tmp_path / "ours").glob("*.jsonl")) for line in open(path)}
+    assert literal and set(literal) < set(ours)  # the second of two shards
+    assert all(literal[d] == ours[d] for d in literal)
+    pinned = f"{spec},bm25_avgdl=10"
+    run_python("-m", "pyserini.encode", "input", "--corpus", str(corpus), "--fields", "title", "text",
+               "output", "--embeddings", str(tmp_path / "pinned"), "encoder", "--encoder", pinned,
+               "--fields", "title", "text", "--device", "cpu")
+    pinned_vectors = {json.loads(line)["id"]: json.loads(line)["vector"]
+                      for line in open(tmp_path / "pinned" / "embeddings.jsonl")}
+    assert any(pinned_vectors[d] != ours[d] for d in ours)  # avgdl 10, not the collection's
+    main = "/site-packages/pyserini/encode/__main__.py"
+    assert pyserini_encode_input([main, "input", "--corpus", "C", "output", "--embeddings", "E"]) == ("C", ["text"])
+    assert pyserini_encode_input(["/bin/pytest", "--corpus", "C"]) is None

@@ -8,6 +8,7 @@ for a FAISS inner-product index).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -24,10 +25,48 @@ logger = logging.getLogger(__name__)
 MIN_SHARED_TERMS = 0.99
 
 
+def pyserini_encode_input(argv: Sequence[str]) -> tuple[str, list[str]] | None:
+    """``(corpus, fields)`` of the ``input`` group when this process is ``python -m pyserini.encode``."""
+    parts = Path(argv[0]).parts if argv else ()
+    if len(parts) < 3 or parts[-3:] != ("pyserini", "encode", "__main__.py"):
+        return None
+    groups = ("input", "output", "encoder")
+    group, corpus, fields = None, None, ["text"]  # Pyserini's default input fields
+    for i, arg in enumerate(argv[1:], start=1):
+        if arg in groups:
+            group = arg
+        elif group == "input" and arg == "--corpus" and i + 1 < len(argv):
+            corpus = argv[i + 1]
+        elif group == "input" and arg == "--fields":
+            fields = list(itertools.takewhile(lambda f: not f.startswith("--") and f not in groups, argv[i + 1:]))
+    return (corpus, fields) if corpus else None
+
+
+def collection_texts(corpus: str, fields: Sequence[str]) -> list[str]:
+    """The texts ``pyserini.encode`` will hand the encoder: the title joined when ``title`` is a field."""
+    from csplade_pyserini.datasets import read_corpus
+
+    with_title = "title" in fields
+    return [d.contents if with_title else d.text for d in read_corpus(corpus, allow_empty=True)]
+
+
 class CspladeDocumentEncoder(DocumentEncoder):
     def __init__(self, model_name: str = "csplade", device: str = "cpu", **_ignored):
+        import sys
+
         self.model = CspladeModel.from_spec(model_name, device=str(device))
         self._warned = False
+        # The word channel's avgdl is a statistic of the whole collection, which pyserini.encode never shows
+        # an encoder: read it from the command's own --corpus (every shard then sees the same value).
+        found = pyserini_encode_input(sys.argv) if self.model.card.is_words else None
+        if found is not None:
+            try:
+                texts = collection_texts(*found)
+            except (InputError, OSError) as error:
+                logger.warning("cannot read %s for its average length (%s): the card's bm25_avgdl %.1f is used",
+                               found[0], error, self.model.card.bm25_avgdl)
+            else:
+                self.model = self.model.for_collection(texts, model_name)
 
     def document_texts(self, texts: Sequence[str], titles: Sequence[str | None] | None,
                        max_length: int | None) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 
 from csplade_pyserini.integration import java
 
@@ -61,14 +62,26 @@ def prepare_environment() -> None:
     java.link_offline_topics(topics_dir())
 
 
+# Java leaves SIGTERM and SIGINT to Python: without it the JVM's own handler can hang in vm_exit while the
+# main thread waits in JNI (class loading), so timeout, schedulers and Ctrl-C would need SIGKILL.
+REDUCE_SIGNALS = "-Xrs"
+
+
 def prepare_jvm_options() -> None:
-    """Before ``jnius`` starts the JVM: drop JVM options the selected runtime cannot honour."""
+    """Before ``jnius`` starts the JVM for Pyserini: let Python handle signals (``-Xrs``), and drop the
+    options the selected runtime cannot honour. The user's own options are kept; a ``jnius`` imported
+    without Pyserini is left alone."""
     import jnius_config
 
+    if "pyserini" not in sys.modules:
+        return
+    options = list(jnius_config.get_options())
     home = _JAVA_HOME or java.select_java_home()[0]
-    kept = java.drop_missing_jvm_modules(list(jnius_config.get_options()), home)
-    if kept != list(jnius_config.get_options()):
-        jnius_config.options = kept
+    kept = java.drop_missing_jvm_modules(options, home)
+    if REDUCE_SIGNALS not in kept:
+        kept.append(REDUCE_SIGNALS)
+    if kept != options:
+        jnius_config.set_options(*kept)
 
 
 def offline_fetches():

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -45,42 +44,4 @@ def load_logit_bias(reference: str, base_dir: str | Path | None, vocab: int | No
     if vocab is not None and bias.numel() != vocab:
         raise InputError(f"logit bias has {bias.numel()} entries but the LM head has {vocab}", path=path,
                          field="logit_bias")
-    return bias
-
-
-@torch.no_grad()
-def calibrate_logit_bias(encoder, texts: Sequence[str], sigmas: float, batch_size: int = 16) -> torch.Tensor:
-    """``-(mean + sigmas * std)`` of each entry's (scaled) logit over the pooled positions of ``texts``
-    encoded as documents. Streams: one batch of ``positions x vocab`` logits at a time."""
-    from csplade_pyserini.model.sparse import _decoder_and_head
-
-    if not texts:
-        raise InputError("no documents to calibrate the logit bias on", field="logit_bias_sigmas")
-    _, head = _decoder_and_head(encoder.model)
-    head = head.float()
-    total = torch.zeros(head.shape[0], dtype=torch.float64, device=head.device)
-    squares = torch.zeros_like(total)
-    count = 0
-    device = head.device
-    was_training = encoder.model.training
-    encoder.model.eval()
-    try:
-        sequences = encoder.tokenize(list(texts), "doc")
-        for start in range(0, len(sequences), batch_size):
-            batch = encoder.collate(sequences[start:start + batch_size])
-            hidden = encoder.hidden_states(batch.input_ids.to(device), batch.attention_mask.to(device))
-            pooled = hidden[batch.pool_mask.to(device).bool()].float()
-            for chunk in pooled.split(512):
-                logits = chunk @ head.T
-                if encoder.logit_scale is not None:
-                    logits = logits * encoder.logit_scale
-                total += logits.sum(0, dtype=torch.float64)
-                squares += (logits.double() ** 2).sum(0)
-                count += logits.shape[0]
-    finally:
-        encoder.model.train(was_training)
-    mean = total / count
-    std = (squares / count - mean ** 2).clamp_min(0).sqrt()
-    bias = -(mean + sigmas * std).float().cpu()
-    logger.info("calibrated the logit bias on %d documents (%d positions): mean + %.1f std", len(texts), count, sigmas)
     return bias

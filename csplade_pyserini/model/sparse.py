@@ -60,7 +60,6 @@ def decoder_and_head(model):
     return decoder, base.get_output_embeddings().weight
 
 
-_decoder_and_head = decoder_and_head  # older name, used by the logit-bias module
 
 
 def num_layers(model) -> int:

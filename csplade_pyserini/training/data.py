@@ -349,20 +349,6 @@ def read_teacher_scores(path: str | Path) -> dict[str, dict[str, float]]:
     return scores
 
 
-def teacher_scores_for(scores: Mapping[str, Mapping[str, float]], query_id: str,
-                       passages: Iterable[Passage]) -> list[float]:
-    """The teacher's scores of a group's passages, in group order (input of KL / MarginMSE)."""
-    row = scores.get(query_id)
-    if row is None:
-        raise InputError(f"no teacher scores for query {query_id!r}", field="qid")
-    out = []
-    for passage in passages:
-        if passage.docid not in row:
-            raise InputError(f"no teacher score for query {query_id!r} passage {passage.docid!r}", field="pid")
-        out.append(row[passage.docid])
-    return out
-
-
 # --- groups ----------------------------------------------------------------------------------------
 def make_groups(example: TrainingExample, n_negatives: int, rng: random.Random) -> list[Passage]:
     """``[positive] + n_negatives negatives`` for one query, the layout ``info_nce`` expects.

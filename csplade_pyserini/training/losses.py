@@ -30,45 +30,6 @@ IGNORE_INDEX = -100
 
 
 # --- phase 2: contrastive ------------------------------------------------------------------------
-def info_nce(q: torch.Tensor, d: torch.Tensor, group_size: int | None = None,
-             temperature: float | None = None) -> torch.Tensor:
-    """InfoNCE with hard and in-batch negatives (CSPLADE phase 2, Lion CL).
-
-    ``q`` is ``[Q, V]``, ``d`` is ``[Q * G, V]``: the documents of query ``i`` are ``d[i*G:(i+1)*G]``,
-    its positive first, then ``G - 1`` hard negatives. Every query is scored against EVERY document of
-    the batch (``q @ d.T``), so the other queries' positives and hard negatives are extra negatives for
-    free (global batch 32 with 15 hard negatives gives 511 negatives per query). The target of query
-    ``i`` is column ``i * G``. ``group_size`` (``G``, one positive + hard negatives) is inferred from
-    the shapes when not given.
-
-    ``temperature=None`` uses raw dot products, as Lion does for sparse models (the scale of the
-    sparse weights is learned); dense models use e.g. 0.01. Returns the mean over queries.
-
-    A document that is the positive of two queries in the same batch is a false negative for one of
-    them: the batch sampler, not this function, should avoid it.
-    """
-    if q.dim() != 2 or d.dim() != 2:
-        raise ValueError(f"info_nce expects q [Q, V] and d [D, V], got {tuple(q.shape)} and {tuple(d.shape)}")
-    if q.shape[1] != d.shape[1]:
-        raise ValueError(f"query and document vocabularies differ: {q.shape[1]} vs {d.shape[1]}")
-    n_queries, n_docs = q.shape[0], d.shape[0]
-    if n_queries == 0:
-        raise ValueError("info_nce needs at least one query")
-    if group_size is None:
-        if n_docs % n_queries:
-            raise ValueError(f"{n_docs} documents cannot be split into equal groups for {n_queries} queries")
-        group_size = n_docs // n_queries
-    if group_size < 1 or n_docs != n_queries * group_size:
-        raise ValueError(f"expected {n_queries} x {group_size} documents (positive first in each group), got {n_docs}")
-    scores = (q @ d.t()).float()
-    if temperature is not None:
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        scores = scores / temperature
-    targets = torch.arange(n_queries, device=scores.device) * group_size
-    return F.cross_entropy(scores, targets)
-
-
 def flops(reps: torch.Tensor) -> torch.Tensor:
     """SPLADE FLOPS regulariser ``sum_v (mean_batch |w_v|)^2`` for ``reps`` of shape ``[B, V]``.
 
@@ -121,17 +82,6 @@ def kl_distillation(student_scores: torch.Tensor, teacher_scores: torch.Tensor,
     log_student = F.log_softmax(student_scores.float() / temperature, dim=-1)
     log_teacher = F.log_softmax(teacher_scores.detach().float().to(log_student.device) / temperature, dim=-1)
     return F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
-
-
-def cl_kd(cl_loss: torch.Tensor, kd_loss: torch.Tensor, weight: float = 0.5) -> torch.Tensor:
-    """Lion's CL+KD objective: ``(1 - weight) * cl_loss + weight * kd_loss``.
-
-    ``weight`` is the share of the distillation term; the default 0.5 is Lion's plain mean of InfoNCE
-    and KL(teacher || student).
-    """
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"weight must be in [0, 1], got {weight}")
-    return (1.0 - weight) * cl_loss + weight * kd_loss
 
 
 # --- phase 1: adaptation --------------------------------------------------------------------------
@@ -290,8 +240,7 @@ def false_negative_mask(batch: dict, n_queries: int, group_size: int, doc_keys: 
 
 
 class InfoNCELoss(torch.nn.Module):
-    """InfoNCE over the positive, the hard negatives and every in-batch document (see :func:`info_nce`),
-    on scaled scores, with the query's other labelled positives taken out of its negatives. In a
+    """InfoNCE over the positive, the hard negatives and every in-batch document, on scaled scores, with the query's other labelled positives taken out of its negatives. In a
     distributed job the documents of every process are negatives (gathered, the papers' global batch)."""
 
     def __init__(self, scale: ScoreScale):

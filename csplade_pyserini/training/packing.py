@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import operator
 from dataclasses import dataclass
-from typing import Generator, Iterable, Iterator, Sequence
+from typing import Generator, Iterable, Sequence
 
 import torch
 
@@ -90,19 +90,6 @@ def _blocks(token_lists: Iterable[Sequence[int]], seq_len: int, eos_id: int,
             if with_owners:
                 del owners[:full]
     return len(tokens)
-
-
-def iter_blocks(token_lists: Iterable[Sequence[int]], seq_len: int,
-                eos_id: int) -> Iterator[tuple[list[int], list[int]]]:
-    """Stream ``(tokens, document_ids)`` blocks of exactly ``seq_len`` tokens (see module docstring).
-
-    Memory stays at about one block however large the corpus, so this can feed a training loop
-    straight from a tokenising generator. The incomplete tail is not yielded.
-    """
-    seq_len, eos_id = _validate(seq_len, eos_id)
-    dropped = yield from _blocks(token_lists, seq_len, eos_id, with_owners=True)  # type: ignore[misc]
-    if dropped:
-        logger.debug("packing dropped the last %d tokens (incomplete block)", dropped)
 
 
 def pack_sequences(token_lists: Iterable[Sequence[int]], seq_len: int, eos_id: int,

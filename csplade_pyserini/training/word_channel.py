@@ -302,6 +302,9 @@ class WordChannelArguments:
                                                       "split"))
     seed: int = field(default=42, metadata=option("seeds the head, the batches and the held-out queries"))
     threads: int = field(default=0, metadata=option("torch threads (0: every core)"))
+    device: str = field(default="cpu", metadata=option(
+        "where the frozen backbone builds the feature cache (cuda on a GPU machine); the head, 37k parameters, "
+        "trains on the CPU either way"))
     overwrite_output_dir: bool = field(default=False, metadata=option(
         "replace the model and log an earlier run left in --output-dir (its feature cache is always reused)"))
 
@@ -344,11 +347,12 @@ def train(args: WordChannelArguments) -> Path:
         raise InputError(f"two --data folders share a name: {names}", field="data")
     card = ModelCard(backbone=args.backbone, term_scheme=WORD_SCHEME, expansion=False, query_side="idf-tokens",
                      max_doc_length=args.max_doc_length, dtype="float32", tf_head=TF_HEAD_FILE, tf_layer=args.tf_layer)
-    model, tokenizer = load_card_model(card, None, device="cpu", dtype="float32")
+    model, tokenizer = load_card_model(card, None, device=args.device, dtype="float32")
     head = TermFrequencyHead(model.config.hidden_size, args.width)
     encoder = WordEncoder(model, tokenizer, card, head)
     features = {d.name: CorpusFeatures.build(encoder, list(read_corpus(d.folder)),
-                                             out / "cache" / f"{d.name}.L{args.tf_layer}.pt") for d in domains}
+                                             out / "cache" / f"{d.name}.L{args.tf_layer}.pt", args.device)
+                for d in domains}
     feature_seconds = time.perf_counter() - begin
     if args.bm25_avgdl:
         for corpus in features.values():

@@ -1,6 +1,6 @@
 """Where a query's encoding time goes, and what the int8 alternatives cost: the model query side's floor.
 
-    python -m csplade_pyserini.benchmarks.query_profile            # make bench-query-profile
+    python -m benchmarks.query_profile            # make bench-query-profile
 
 Part 1, timing (SciFact test queries, batch 1, the card's precision): tokenisation alone, the decoder
 forward at the production padding (widths rounded up to ``SHAPE_MULTIPLE`` tokens) and unpadded, and the
@@ -25,8 +25,8 @@ import statistics
 import time
 import warnings
 
-from csplade_pyserini.benchmarks._tables import write_report
-from csplade_pyserini.benchmarks.query_latency import WARM_UP, time_query_side
+from benchmarks.report import write_report
+from benchmarks.query_latency import WARM_UP, time_query_side
 from csplade_pyserini.cli import run_cli, set_threads
 from csplade_pyserini.evaluation.significance import PairedComparison, paired_comparison
 
@@ -136,7 +136,7 @@ def int8_rows(model: str, topics_name: str, index: str, hits: int) -> list[dict]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m csplade_pyserini.benchmarks.query_profile", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.query_profile", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="csplade", help="encoder spec (its impact indexes: --scifact-index, --dl19-index)")
     parser.add_argument("--scifact-index", default=SETS["beir-v1.0.0-scifact.test"])

@@ -1,6 +1,6 @@
 """Test scores of a frozen-backbone run at its start (step 0) and its end, from the run's activation cache.
 
-    python -m csplade_pyserini.benchmarks.start_point --checkpoint runs/train/cpu-recipe/pure/best \
+    python -m benchmarks.start_point --checkpoint runs/train/cpu-recipe/pure/best \
         --cache runs/train/cpu-recipe/cache/echo-docs --data ../shared/data/beir/scifact
 
 A run whose backbone is frozen (the pure CSPLADE CPU path trains the logit bias and a temperature) starts
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from csplade_pyserini.atomic import atomic_file
-from csplade_pyserini.benchmarks._tables import RESULTS
+from benchmarks.report import RESULTS
 from csplade_pyserini.cli import run_cli, set_threads
 from csplade_pyserini.errors import InputError
 from csplade_pyserini.paths import shared_path
@@ -80,7 +80,7 @@ def rank(queries: torch.Tensor, docs: torch.Tensor, qids: list[str], docids: lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m csplade_pyserini.benchmarks.start_point", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.start_point", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="runs/train/cpu-recipe/pure/best", help="the trained frozen-backbone run")
     parser.add_argument("--cache", default="runs/train/cpu-recipe/cache/echo-docs", help="its document activation cache")

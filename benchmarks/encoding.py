@@ -1,6 +1,6 @@
 """Encoding throughput: CSPLADE's encoder against a naive Hugging Face baseline, side by side.
 
-    python -m csplade_pyserini.benchmarks.encoding --docs 256 --threads 2
+    python -m benchmarks.encoding --docs 256 --threads 2
 
 Naive baseline: unsorted batches of 32, full ``batch x length x vocab`` logits from the model's
 forward, then ``log1p(relu)`` and masked max (what most SPLADE code does). Ours: length-sorted
@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from csplade_pyserini.atomic import atomic_file
-from csplade_pyserini.benchmarks._subprocess import run_measured, self_peak_rss_mb
-from csplade_pyserini.benchmarks._tables import RESULTS
+from benchmarks.measured import run_measured, self_peak_rss_mb
+from benchmarks.report import RESULTS
 from csplade_pyserini.cli import run_cli
 from csplade_pyserini.datasets import read_corpus
 from csplade_pyserini.paths import shared_path
@@ -101,7 +101,7 @@ def measure(config: str, docs: int, max_length: int, threads: int) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m csplade_pyserini.benchmarks.encoding", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.encoding", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=256, help="documents sampled from the DL19 pool")
     parser.add_argument("--max-length", type=int, default=256)
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     for config in args.configs.split(","):
         out = RESULTS / f".encoding-{config}.json"
-        proc = run_measured(["-m", "csplade_pyserini.benchmarks.encoding", "--one", config, "--child-out", str(out),
+        proc = run_measured(["-m", "benchmarks.encoding", "--one", config, "--child-out", str(out),
                              "--docs", str(args.docs), "--max-length", str(args.max_length), "--threads",
                              str(args.threads)])
         if proc["returncode"] != 0:

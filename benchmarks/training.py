@@ -1,6 +1,6 @@
 """The CPU training recipe end to end, then every system on SciFact test and, zero-shot, the DL19 pool.
 
-    python -m csplade_pyserini.benchmarks.training          # make bench-training
+    python -m benchmarks.training          # make bench-training
 
 1. ``python -m csplade_pyserini.train recipe --pure`` as a measured process (wall time, peak RSS): the
    default model (LM-head channel + lexical head) and the pure CSPLADE model from one activation cache;
@@ -25,8 +25,8 @@ import logging
 from pathlib import Path
 
 from csplade_pyserini.atomic import atomic_file
-from csplade_pyserini.benchmarks._subprocess import run_measured
-from csplade_pyserini.benchmarks._tables import RESULTS, cell
+from benchmarks.measured import run_measured
+from benchmarks.report import RESULTS, cell
 from csplade_pyserini.cli import run_cli
 from csplade_pyserini.paths import RUNS_DIR, shared_path
 
@@ -165,7 +165,7 @@ def write_tables(rows: list[dict], collections: list[str], record: dict, runs: d
     if start.exists():
         found = json.loads(start.read_text())
         lines += ["", f"## Starting points, from the activation cache ({found['split']} queries, "
-                  f"`python -m csplade_pyserini.benchmarks.start_point`, measured {found['measured']})", "",
+                  f"`python -m benchmarks.start_point`, measured {found['measured']})", "",
                   "Document vectors from the recipe's cached max-pooled logits, queries encoded live, exact ranking "
                   "over the whole corpus, ir-measures; the trained row checks this evaluator against the pipeline's.",
                   "", "| model | nDCG@10 | R@100 | terms/doc | terms/query |", "|---|---|---|---|---|"]
@@ -194,7 +194,7 @@ def write_tables(rows: list[dict], collections: list[str], record: dict, runs: d
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m csplade_pyserini.benchmarks.training", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--collections", default="scifact,dl19-pool")
     parser.add_argument("--systems", default="bm25,splade-tiny,untrained,pure,default",

@@ -1,8 +1,8 @@
 """The zero-shot suite: every system through the main job's pipeline, on collections it was not trained on.
 
-    python -m csplade_pyserini.benchmarks.zero_shot                       # make bench-zero-shot
-    python -m csplade_pyserini.benchmarks.zero_shot --systems bm25,default --collections cranfield,cisi
-    python -m csplade_pyserini.benchmarks.zero_shot --candidate mine=csplade:runs/train/words/model/best
+    python -m benchmarks.zero_shot                       # make bench-zero-shot
+    python -m benchmarks.zero_shot --systems bm25,default --collections cranfield,cisi
+    python -m benchmarks.zero_shot --candidate mine=csplade:runs/train/words/model/best
 
 Collections (from ``../shared/data`` or ``--shared-data``): the DL19 pool, Cranfield, CISI, MEDLINE and the
 Climate-FEVER sentences, zero-shot for every model trained here, and SciFact test and NFCorpus test. A
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from csplade_pyserini.atomic import atomic_dir, atomic_file
-from csplade_pyserini.benchmarks._subprocess import run_measured
-from csplade_pyserini.benchmarks._tables import RESULTS, cell, write_report
+from benchmarks.measured import run_measured
+from benchmarks.report import RESULTS, cell, write_report
 from csplade_pyserini.cli import run_cli
 from csplade_pyserini.paths import ENCODE_DIR, shared_path
 
@@ -207,7 +207,7 @@ def write_tables(summary: dict, collections: list[str], args) -> str:
         return f"{item[key]:.4f}" + ("*" if item["in_domain"] else "")
 
     lines = [f"# Zero-shot suite (tabulated {dt.date.today()})",
-             "", "`python -m csplade_pyserini.benchmarks.zero_shot` (`make bench-zero-shot`). nDCG@10; `*` = trained "
+             "", "`python -m benchmarks.zero_shot` (`make bench-zero-shot`). nDCG@10; `*` = trained "
              "or tuned on that collection (left out of the zero-shot mean). Zero-shot mean: over "
              f"{', '.join(ZERO_SHOT)} minus a system's in-domain ones; all-five mean: over the five, whatever the "
              "system was trained on.", ""]
@@ -275,7 +275,7 @@ def plot(summary: dict, collections: list[str], path: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m csplade_pyserini.benchmarks.zero_shot", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.zero_shot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--systems", default="bm25,splade-tiny,minilm,default",
                         help="comma-separated: bm25, splade-tiny, minilm (all-MiniLM-L6-v2, dense), default (the "

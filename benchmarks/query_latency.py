@@ -1,6 +1,6 @@
 """The quantization study: batch-1 query latency of the CSPLADE query encoder in each precision, against BM25.
 
-    python -m csplade_pyserini.benchmarks.query_latency            # make bench-latency
+    python -m benchmarks.query_latency            # make bench-latency
 
 What ``python -m pyserini.search.lucene --impact --encoder csplade`` does per query, timed apart: encode one
 query (the model, batch 1) and search the impact index with it (Lucene, one thread); BM25 searches its own
@@ -25,7 +25,7 @@ import statistics
 import time
 from pathlib import Path
 
-from csplade_pyserini.benchmarks._tables import RESULTS, write_report
+from benchmarks.report import RESULTS, write_report
 from csplade_pyserini.cli import run_cli, set_threads
 from csplade_pyserini.evaluation.significance import PairedComparison, paired_comparison
 from csplade_pyserini.model.quantization import model_bytes
@@ -84,7 +84,7 @@ def time_query_side(encoder, index: str, qids: list[str], texts: list[str],
     model and takes its idf. Returns the vectors, encode seconds, the run and search seconds."""
     from pyserini.search.lucene import LuceneImpactSearcher
 
-    from csplade_pyserini.search import _Precomputed
+    from csplade_pyserini.search import PrecomputedQueries
 
     searcher = LuceneImpactSearcher(index, encoder)
     for text in WARM_UP:
@@ -94,7 +94,7 @@ def time_query_side(encoder, index: str, qids: list[str], texts: list[str],
         begin = time.perf_counter()
         vectors.append(encoder.encode(text))
         encode_s.append(time.perf_counter() - begin)
-    searcher.query_encoder = _Precomputed(dict(zip(texts, vectors)))
+    searcher.query_encoder = PrecomputedQueries(dict(zip(texts, vectors)))
     timed_search(searcher, qids[:10], texts[:10], hits)
     run, search_s = timed_search(searcher, qids, texts, hits)
     searcher.close()
@@ -156,7 +156,7 @@ def plot(rows: list[dict], path: Path, topics: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m csplade_pyserini.benchmarks.query_latency", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.query_latency", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="csplade", help="encoder spec whose index is searched")
     parser.add_argument("--index", default="index/scifact.csplade.runs-train-cpu-recipe-model-best",

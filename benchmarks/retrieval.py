@@ -1,6 +1,6 @@
 """Effectiveness and cost on a collection, every system measured in the same run of this command.
 
-    python -m csplade_pyserini.benchmarks.retrieval --collection scifact
+    python -m benchmarks.retrieval --collection scifact
 
 BM25 (Pyserini), splade-tiny (``../shared/models/splade-tiny``) through the same impact-index path,
 and CSPLADE models (default: the untrained SmolLM2-135M in each variant). Each system runs the main
@@ -19,8 +19,8 @@ import json
 import logging
 
 from csplade_pyserini.atomic import atomic_file
-from csplade_pyserini.benchmarks._subprocess import run_measured
-from csplade_pyserini.benchmarks._tables import RESULTS, cell
+from benchmarks.measured import run_measured
+from benchmarks.report import RESULTS, cell
 from csplade_pyserini.cli import run_cli
 from csplade_pyserini.paths import shared_path
 
@@ -49,7 +49,7 @@ def write_table(rows: list[dict], path, collection: str, threads: int) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m csplade_pyserini.benchmarks.retrieval", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.retrieval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--collection", default="scifact")
     parser.add_argument("--models", default=DEFAULT_MODELS, help="';'-separated csplade specs")

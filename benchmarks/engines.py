@@ -1,6 +1,6 @@
 """Lucene impact search against Seismic on the same CSPLADE vectors and the same query vectors.
 
-    python -m csplade_pyserini.benchmarks.engines          # make bench-engines
+    python -m benchmarks.engines          # make bench-engines
 
 The default model's SciFact vectors (written by the pipeline) are searched by Anserini's exact impact
 search and by Seismic (``pyseismic-lsr``) with its default approximate settings, a few faster ones, and
@@ -17,7 +17,7 @@ import logging
 import statistics
 import time
 
-from csplade_pyserini.benchmarks._tables import write_report
+from benchmarks.report import write_report
 from csplade_pyserini.cli import run_cli, set_threads
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def top_ids(hits: list[tuple[str, float]], k: int = 10) -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m csplade_pyserini.benchmarks.engines", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.engines", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--encoder", default="csplade")
     parser.add_argument("--vectors", default="encode/scifact.csplade.runs-train-cpu-recipe-model-best")
@@ -44,11 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     from pyserini.search.lucene import LuceneImpactSearcher
 
     from csplade_pyserini import seismic_search
-    from csplade_pyserini.benchmarks.query_latency import timed_search
+    from benchmarks.query_latency import timed_search
     from csplade_pyserini.datasets import load_topics
     from csplade_pyserini.evaluation.measures import evaluate_run, measures_for
     from csplade_pyserini.integration.encoders import CspladeQueryEncoder
-    from csplade_pyserini.search import _Precomputed
+    from csplade_pyserini.search import PrecomputedQueries
 
     topics = load_topics(args.topics)
     qids, texts = list(topics), [topics[q] for q in topics]
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     encoder = CspladeQueryEncoder(args.encoder)
     searcher = LuceneImpactSearcher(args.index, encoder)
     vectors = encoder.encode_batch(texts)
-    searcher.query_encoder = _Precomputed(dict(zip(texts, vectors)))
+    searcher.query_encoder = PrecomputedQueries(dict(zip(texts, vectors)))
     timed_search(searcher, qids[:10], texts[:10], args.hits)
     lucene_run, seconds = timed_search(searcher, qids, texts, args.hits)
     searcher.close()

@@ -1,6 +1,6 @@
 """Lion's comparison on the CPU budget: one backbone trained as a sparse and as a dense retriever.
 
-    python -m csplade_pyserini.benchmarks.dense_vs_sparse        # make bench-dense (after make train)
+    python -m benchmarks.dense_vs_sparse        # make bench-dense (after make train)
 
 1. Both models are trained by the same command (``train contrastive``) from twin recipes that differ only
    in the representation (``configs/cpu-smollm2-lora-{sparse,dense}.yaml``): SmolLM2-135M causal, the
@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 
 from csplade_pyserini.atomic import atomic_file
-from csplade_pyserini.benchmarks._subprocess import run_measured
-from csplade_pyserini.benchmarks._tables import RESULTS, write_report
+from benchmarks.measured import run_measured
+from benchmarks.report import RESULTS, write_report
 from csplade_pyserini.cli import run_cli, set_threads
 from csplade_pyserini.errors import InputError
 from csplade_pyserini.paths import PACKAGE_DIR, RUNS_DIR, shared_path
@@ -288,7 +288,7 @@ def report_text(rows: list[dict], trained: dict[str, dict], args, threads: int) 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m csplade_pyserini.benchmarks.dense_vs_sparse", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.dense_vs_sparse", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(shared_path("data", "beir", "scifact")), help="SciFact BEIR folder")
     parser.add_argument("--recipe-dir", default=str(RUNS_DIR / "train" / "cpu-recipe"),
