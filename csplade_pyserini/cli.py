@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -28,8 +29,12 @@ def set_threads(threads: int | None) -> int:
     return threads
 
 
+_STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
-    """Run a CLI entry point: INFO logging, and our own errors as one clear line with exit status 2."""
+    """Run a CLI entry point: INFO logging; our own errors, and a full disk or size limit, as one clear line
+    with exit status 2."""
     logging.basicConfig(level=os.environ.get("CSPLADE_LOG", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -37,6 +42,12 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
         code = main(argv)
     except CspladeError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRORS:
+            raise
+        # a full disk or a size limit is the machine's state, not a bug: one line, outputs left untouched
+        print(f"error: {exc.strerror} while writing {exc.filename or 'an output'}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:  # Ctrl-C: one line, nothing half-written (outputs are renamed into place last)
         print("interrupted", file=sys.stderr)

@@ -132,6 +132,9 @@ def build_index(input_dir: str | Path, index_dir: str | Path, threads: int = 1, 
     with atomic_dir(index_dir) as tmp:
         log_path = tmp.parent / f".{index_dir.name}.{os.getpid()}.anserini.log"
         counters = run_anserini(anserini_index_command(input_dir, tmp, threads), log_path)
+        if not any(tmp.glob("segments_*")):  # Anserini can exit 0 when the JVM could not write its files
+            raise CspladeError(f"Anserini wrote no complete index (no segments file; log {log_path}): the disk "
+                               "is probably full, or a file-size limit (ulimit -f) was reached")
         os.unlink(log_path)
         stats = index_statistics(tmp)
         stats["index_seconds"] = time.perf_counter() - start

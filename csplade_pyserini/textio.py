@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,8 +25,18 @@ def read_lines(path: str | Path, strict: bool = True) -> Iterator[tuple[int, str
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
+    number = 0
     with opener(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        lines = iter(handle)
+        while True:
+            try:
+                raw = next(lines)
+            except StopIteration:
+                return
+            except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # truncated or not gzip at all
+                raise InputError(f"not a complete gzip file ({exc or type(exc).__name__}) after line {number}",
+                                 path=path, line=number + 1) from None
+            number += 1
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             try:
@@ -61,13 +72,31 @@ def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[tup
         yield number, record
 
 
+def _strict_yaml_loader():
+    """YAML's safe loader, refusing a key repeated in one mapping (PyYAML would keep the last silently)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
+
+
 def read_yaml(path: str | Path, what: str = "file"):
-    """A YAML document; a missing file or bad YAML is an InputError naming the file (and line)."""
+    """A YAML document; a missing file, bad YAML or a repeated key is an InputError naming the file and line."""
     import yaml
 
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_strict_yaml_loader())  # noqa: S506 (safe)
     except FileNotFoundError:
         raise InputError(f"{what} does not exist", path=path) from None
     except yaml.YAMLError as exc:

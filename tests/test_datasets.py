@@ -93,3 +93,24 @@ def test_a_run_listing_a_document_twice_is_refused_as_trec_eval_does(tmp_path):
     with pytest.raises(InputError, match="twice") as error:
         read_run_scores(run)
     assert error.value.line == 3
+
+
+def test_a_truncated_or_fake_gzip_corpus_is_one_error_naming_the_file(tmp_path):
+    import gzip
+    import json
+
+    whole = tmp_path / "whole.jsonl.gz"
+    with gzip.open(whole, "wt", encoding="utf-8") as handle:
+        for i in range(3000):
+            handle.write(json.dumps({"_id": str(i), "text": f"document {i} " + "x" * (i % 97)}) + "\n")
+    assert len(list(read_corpus(whole))) == 3000
+    data = whole.read_bytes()
+    truncated = tmp_path / "corpus.jsonl.gz"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="not a complete gzip file") as info:
+        list(read_corpus(truncated))
+    assert info.value.path == str(truncated) and info.value.line > 1
+    fake = tmp_path / "fake.jsonl.gz"
+    fake.write_text('{"_id": "a", "text": "plain text"}\n')
+    with pytest.raises(InputError, match="not a complete gzip file"):
+        list(read_corpus(fake))

@@ -34,5 +34,9 @@ def test_bias_changes_weights_and_is_checked_against_the_vocabulary(tiny_model, 
         load_logit_bias("logit_bias.safetensors", tmp_path, vocab=vocab)
     with pytest.raises(InputError, match="does not exist"):
         load_logit_bias("missing.safetensors", tmp_path)
+    (tmp_path / "hostname").write_text("not tensors\n")  # e.g. logit_bias: ../../etc/hostname
+    with pytest.raises(InputError, match="not a readable safetensors file") as info:
+        load_logit_bias("hostname", tmp_path)
+    assert info.value.field == "logit_bias" and info.value.path == str(tmp_path / "hostname")
     with pytest.raises(InputError, match="logit_bias"):
         ModelCard(logit_bias="  ")

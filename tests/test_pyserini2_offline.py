@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import sys
 import types
 import urllib.error
@@ -146,3 +147,32 @@ def test_pyserini2_imports_and_resolves_topics_offline(tmp_path):
                                                          "PYSERINI_CACHE": str(tmp_path / "cache")}).stdout
     size = (shared() / "data" / "topics-and-qrels" / "qrels.beir-v1.0.0-scifact.test.txt").stat().st_size
     assert "inert []" in out and "topics 300 43" in out and f"qrels True {size}" in out
+
+
+def test_only_an_unreachable_network_counts_as_offline():
+    import errno
+    import socket
+    import ssl
+
+    assert pyserini2.is_unreachable(urllib.error.URLError(socket.gaierror(-2, "Name or service not known")))
+    assert pyserini2.is_unreachable(urllib.error.URLError(ConnectionRefusedError(errno.ECONNREFUSED, "refused")))
+    assert pyserini2.is_unreachable(TimeoutError("timed out"))
+    assert pyserini2.is_unreachable(urllib.error.URLError("[Errno -2] Name or service not known"))
+    certificate = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    assert not pyserini2.is_unreachable(urllib.error.URLError(certificate))
+    assert not pyserini2.is_unreachable(OSError(errno.ENOSPC, "No space left on device"))
+
+    def bad_certificate(url, *args, **kwargs):
+        raise urllib.error.URLError(certificate)
+
+    with pytest.raises(urllib.error.URLError, match="certificate"):
+        pyserini2.tolerant_urlopen(bad_certificate)(EVAL + "topics.json")
+
+
+def test_the_offline_fallback_is_printed_once_when_no_logging_is_configured():
+    code = ("import urllib.error\nfrom csplade_pyserini.integration import pyserini2\n"
+            "def down(url, *a, **k):\n    raise urllib.error.URLError('[Errno -2] Name or service not known')\n"
+            f"u = pyserini2.tolerant_urlopen(down)\nu({EVAL + 'topics.json'!r}).read()\nu({EVAL + 'topics.json'!r})\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("answered offline") == 1

@@ -418,3 +418,52 @@ def test_outputs_get_the_users_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "file.txt").stat().st_mode) == 0o644
+
+
+def test_a_full_disk_is_one_line(tmp_path):
+    code = ("import errno, os\nfrom csplade_pyserini.cli import run_cli\n"
+            "def main(argv): raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), 'encode/x/docs-00000.jsonl')\n"
+            "run_cli(main)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: No space left on device while writing encode/x/docs-00000.jsonl"
+    code = code.replace("errno.ENOSPC, os.strerror(errno.ENOSPC)", "errno.ENOENT, 'bug'")
+    assert "Traceback" in subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stderr
+
+
+def test_an_index_anserini_could_not_write_is_refused_with_its_cause(tiny_checkpoint, data, tmp_path, monkeypatch):
+    from csplade_pyserini import index
+    from csplade_pyserini.errors import CspladeError
+
+    corpus, _, _ = data
+    encode(f"csplade:{tiny_checkpoint}", corpus, tmp_path / "vectors")
+    monkeypatch.setattr(index, "run_anserini", lambda command, log_path: log_path.write_text("") or {})
+    with pytest.raises(CspladeError, match="disk is probably full"):
+        index.build_index(tmp_path / "vectors", tmp_path / "index")
+    assert not (tmp_path / "index").exists()
+
+
+def test_a_damaged_checkpoint_is_refused_in_one_line_before_resuming(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from csplade_pyserini.training.trainer import check_resumable
+
+    good = tmp_path / "checkpoint-4"
+    good.mkdir()
+    save_file({"w": torch.arange(1000.0)}, str(good / "trainable.safetensors"))
+    (good / "trainer_state.json").write_text('{"global_step": 4}')
+    check_resumable(good)
+    check_resumable(None)
+    truncated = tmp_path / "checkpoint-8"
+    truncated.mkdir()
+    data = (good / "trainable.safetensors").read_bytes()
+    (truncated / "trainable.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="unreadable weights") as info:
+        check_resumable(truncated)
+    assert info.value.path == str(truncated / "trainable.safetensors")
+    (good / "trainer_state.json").write_text('{"global_step": 4')
+    with pytest.raises(InputError, match="not a readable trainer state"):
+        check_resumable(good)
+    with pytest.raises(InputError, match="no such checkpoint"):
+        check_resumable(tmp_path / "missing")

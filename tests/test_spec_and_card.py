@@ -85,3 +85,13 @@ def test_a_card_giving_a_field_twice_is_refused(tmp_path):
     with pytest.raises(InputError, match="twice") as error:
         ModelCard.load(card)
     assert error.value.field == "variant"
+
+
+def test_a_length_beyond_the_backbones_positions_is_refused(tiny_checkpoint):
+    from csplade_pyserini.errors import InputError
+    from csplade_pyserini.model.encoder import CspladeModel
+
+    with pytest.raises(InputError, match="beyond the backbone's 1024 positions") as info:
+        CspladeModel.from_spec(f"csplade:{tiny_checkpoint},max_doc_length=4096", cache=False)
+    assert info.value.field == "max_doc_length"
+    CspladeModel.from_spec(f"csplade:{tiny_checkpoint},max_doc_length=1024", cache=False)

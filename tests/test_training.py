@@ -360,3 +360,30 @@ def test_dense_options_refuse_sparse_only_parts(workdir, tmp_path):
         parse_arguments("contrastive", options(workdir, tmp_path / "b", "--representation", "dense",
                                                "--lexical-layer", "1"))
     assert info.value.field == "lexical_layer"
+
+
+def test_a_recipe_repeating_a_key_is_refused_naming_file_and_line(tmp_path):
+    from csplade_pyserini.errors import InputError
+    from csplade_pyserini.training.config import parse_arguments
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("learning_rate: 1.0e-4\ncontrastive:\n  max_steps: 10\n  max_steps: 20\n")
+    with pytest.raises(InputError, match="duplicate key 'max_steps' \\(first on line 3\\)") as info:
+        parse_arguments("contrastive", ["--config", str(recipe), "--output-dir", str(tmp_path / "out")])
+    assert info.value.path == str(recipe) and info.value.line == 4
+
+
+@pytest.mark.parametrize("line, message", [
+    ("max_steps: [1, 2]", "expected one value"),
+    ("max_steps: many", "not a valid value"),
+    ("variant: sideways", "not one of"),
+])
+def test_a_recipe_value_of_the_wrong_type_is_one_error_naming_the_key(tmp_path, line, message):
+    from csplade_pyserini.errors import InputError
+    from csplade_pyserini.training.config import parse_arguments
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(line + "\n")
+    with pytest.raises(InputError, match=message) as info:
+        parse_arguments("contrastive", ["--config", str(recipe), "--output-dir", str(tmp_path / "out")])
+    assert info.value.path == str(recipe) and info.value.field == line.split(":")[0]

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import errno
 import functools
 import io
 import json
 import logging
 import os
 import shutil
+import socket
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -50,13 +53,45 @@ def _url_of(url) -> str:
     return getattr(url, "full_url", url) if not isinstance(url, str) else url
 
 
+_UNREACHABLE_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ECONNREFUSED, errno.ETIMEDOUT,
+                       errno.ECONNRESET, errno.ENETDOWN}
+_UNREACHABLE_TEXT = ("name or service not known", "temporary failure in name resolution", "nodename nor servname",
+                     "network is unreachable", "no route to host", "connection refused", "timed out")
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether a failed fetch means "no network here" (name resolution, refused or timed-out connections),
+    as opposed to a certificate, a full disk or any other error that must not pass for an offline machine."""
+    reason = getattr(exc, "reason", exc) if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, ssl.SSLError):
+        return False
+    if isinstance(reason, (socket.gaierror, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(reason, OSError) and reason.errno in _UNREACHABLE_ERRNOS:
+        return True
+    return isinstance(reason, str) and any(text in reason.lower() for text in _UNREACHABLE_TEXT)
+
+
 def _note_failure(url: str, exc: BaseException | None) -> None:
     global _network_failed
     if _network_failed is None:
         _network_failed = f"{type(exc).__name__}: {exc}" if exc is not None else f"{OFFLINE_ENV}=1"
-        logger.warning("Pyserini's tables at %s are answered offline (%s): prebuilt index tables are empty and "
-                       "topics/qrels come from %s (%s=1 skips trying the network)", FETCH_PREFIX, _network_failed,
-                       _topics_dir(), OFFLINE_ENV)
+        message = (f"Pyserini's tables at {FETCH_PREFIX} are answered offline ({_network_failed}): prebuilt index "
+                   f"tables are empty and topics/qrels come from {_topics_dir()} ({OFFLINE_ENV}=1 skips trying the "
+                   "network)")
+        logger.warning("%s", message)
+        if not _logging_configured():  # a Pyserini CLI configures no logging: say it once on stderr
+            print(f"warning: {message}", file=sys.stderr)
+
+
+def _logging_configured() -> bool:
+    """Whether a handler other than the package's NullHandler would show this module's warnings."""
+    current = logger
+    while current is not None:
+        if any(not isinstance(h, logging.NullHandler) for h in current.handlers):
+            return True
+        current = current.parent if current.propagate else None
+    return False
 
 
 def _fetch_or_fallback(fetch: Callable, url, fallback: Callable[[str], object | None]):
@@ -70,6 +105,8 @@ def _fetch_or_fallback(fetch: Callable, url, fallback: Callable[[str], object | 
         except urllib.error.HTTPError:
             raise  # the server answered: a real error, not an offline machine
         except OSError as exc:  # URLError, timeouts, refused connections
+            if not is_unreachable(exc):
+                raise  # a certificate, a full disk...: not an offline machine
             answer = fallback(text)
             if answer is None:
                 raise

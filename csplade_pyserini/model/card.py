@@ -325,3 +325,16 @@ def card_file(reference: str, base_dir: str | Path | None, field_name: str) -> P
     if not path.is_file():
         raise InputError(f"the model card's {field_name} file does not exist", path=path, field=field_name)
     return path
+
+
+def card_tensors(reference: str, base_dir: str | Path | None, field_name: str) -> tuple[Path, dict]:
+    """The safetensors file a card names, read: ``(path, tensors)``; a damaged file or one that is not
+    safetensors at all is an InputError naming the file and the card field."""
+    from safetensors.torch import load_file
+
+    path = card_file(reference, base_dir, field_name)
+    try:
+        return path, load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for a damaged file
+        raise InputError(f"not a readable safetensors file: {exc}", path=path, field=field_name) from None
+

@@ -50,6 +50,11 @@ class CspladeModel:
 
             quantize_decoder(model, card.quantization, device)
         model.eval()
+        positions = getattr(model.config, "max_position_embeddings", None)
+        for name in ("max_doc_length", "max_query_length"):
+            if positions and getattr(card, name) > positions:
+                raise InputError(f"{getattr(card, name)} tokens is beyond the backbone's {positions} positions",
+                                 field=name)
         if card.is_words:
             from csplade_pyserini.model.words import TermFrequencyHead, WordEncoder
 

@@ -53,15 +53,9 @@ class TokenHead(torch.nn.Module):
     @classmethod
     def load(cls, reference: str, base_dir: str | Path | None, hidden_size: int):
         """The head a card names (relative to the card's folder), checked against the backbone width."""
-        from safetensors.torch import load_file
+        from csplade_pyserini.model.card import card_tensors
 
-        from csplade_pyserini.model.card import card_file
-
-        path = card_file(reference, base_dir, cls.FIELD)
-        try:
-            state = load_file(str(path))
-        except Exception as exc:  # safetensors raises its own error types for a damaged file
-            raise InputError(f"not a readable safetensors file: {exc}", path=path, field=cls.FIELD) from None
+        path, state = card_tensors(reference, base_dir, cls.FIELD)
         expected = {"hidden.weight", "hidden.bias", "out.weight", "out.bias"}
         if set(state) != expected:
             raise InputError(f"expected tensors {sorted(expected)}, got {sorted(state)}", path=path, field=cls.FIELD)

@@ -32,12 +32,9 @@ def save_logit_bias(bias: torch.Tensor, folder: str | Path) -> str:
 
 def load_logit_bias(reference: str, base_dir: str | Path | None, vocab: int | None = None) -> torch.Tensor:
     """The bias a card names (relative to the card's folder), checked against the LM head's size."""
-    from safetensors.torch import load_file
+    from csplade_pyserini.model.card import card_tensors
 
-    from csplade_pyserini.model.card import card_file
-
-    path = card_file(reference, base_dir, "logit_bias")
-    tensors = load_file(str(path))
+    path, tensors = card_tensors(reference, base_dir, "logit_bias")
     if "bias" not in tensors or tensors["bias"].dim() != 1:
         raise InputError("expected a 1-D tensor named 'bias'", path=path, field="logit_bias")
     bias = tensors["bias"].float()

@@ -128,7 +128,11 @@ def run_adapt(model_args, data_args, training_args):
     trainer = AdaptationTrainer(model=model, args=training_args, train_dataset=_Blocks(blocks),
                                 data_collator=lambda rows: {"input_ids": torch.stack(rows)}, mntp=mntp,
                                 mask_id=mask_token_id(tokenizer) if mntp else None)
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    from csplade_pyserini.training.trainer import check_resumable
+
+    resume = training_args.resume_from_checkpoint
+    check_resumable(resume if resume not in (True, "latest", "auto", "true", "True") else None)
+    trainer.train(resume_from_checkpoint=resume)
     if training_args.should_save:
         from csplade_pyserini.atomic import atomic_dir
         from csplade_pyserini.training.checkpoint import portable_backbone

@@ -13,6 +13,7 @@ on the command line override both.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -287,6 +288,29 @@ def load_recipe(path: str | Path, command: str, known: set[str]) -> dict[str, An
     return values
 
 
+def check_recipe_types(hf, values: dict[str, Any], path: str | Path) -> None:
+    """Each recipe value must be what its flag would accept: one value for a one-value option, a value its
+    type reads (an ``int`` option given ``[1, 2]`` or ``"many"`` is an error naming the file and key)."""
+    actions = {action.dest: action for action in hf._actions}
+    for key, value in values.items():
+        action = actions.get(key)
+        if action is None or value is None:
+            continue
+        many = action.nargs in ("+", "*")
+        items = value if many and isinstance(value, list) else [value]
+        if not many and isinstance(value, (list, dict)):
+            raise InputError(f"expected one value, got {type(value).__name__} {value!r}", path=path, field=key)
+        for item in items:
+            if action.type is None or isinstance(item, bool) and action.type is not str:
+                continue
+            try:
+                action.type(str(item))
+            except (TypeError, ValueError, argparse.ArgumentTypeError):
+                raise InputError(f"{item!r} is not a valid value for this option", path=path, field=key) from None
+        if action.choices is not None and not many and value not in action.choices:
+            raise InputError(f"{value!r} is not one of {list(action.choices)}", path=path, field=key)
+
+
 def parse_arguments(command: str, argv: list[str]) -> tuple[ModelArguments, DataArguments, SparseTrainingArguments]:
     """Parse ``argv`` (after the command name) over an optional ``--config`` recipe."""
     import argparse
@@ -298,6 +322,7 @@ def parse_arguments(command: str, argv: list[str]) -> tuple[ModelArguments, Data
     if known_args.config:
         names = set().union(*field_names().values())
         defaults = load_recipe(known_args.config, command, names)
+        check_recipe_types(hf, defaults, known_args.config)
         hf.set_defaults(**{k: (str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
                            for k, v in defaults.items()})
     import os

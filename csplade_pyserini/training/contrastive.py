@@ -191,7 +191,7 @@ def run_contrastive(model_args, data_args, training_args):
         load_backbone,
         make_trainable,
     )
-    from csplade_pyserini.training.trainer import SparseTrainer
+    from csplade_pyserini.training.trainer import SparseTrainer, check_resumable
     from csplade_pyserini.training.validation import RetrievalValidation
 
     if model_args.threads:
@@ -271,6 +271,7 @@ def run_contrastive(model_args, data_args, training_args):
         from transformers.trainer_utils import get_last_checkpoint
 
         resume = get_last_checkpoint(training_args.output_dir)
+    check_resumable(resume)
     if validation is not None and not resume:
         trainer.args.eval_on_start = True  # the starting point, step 0
     trainer.train(resume_from_checkpoint=resume)

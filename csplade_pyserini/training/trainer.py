@@ -204,6 +204,35 @@ class SparseTrainer(Trainer):
         return None
 
 
+def check_resumable(checkpoint: str | Path | None) -> None:
+    """Refuse, in one line naming the file, a checkpoint whose files a resume would choke on (a killed save,
+    a full disk): its ``trainer_state.json`` must parse and its weight files must read in full."""
+    if not checkpoint:
+        return
+    from safetensors import safe_open
+
+    from csplade_pyserini.errors import InputError
+
+    folder = Path(checkpoint)
+    if not folder.is_dir():
+        raise InputError("no such checkpoint folder", path=folder, field="resume_from_checkpoint")
+    state = folder / "trainer_state.json"
+    if state.exists():
+        try:
+            json.loads(state.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"not a readable trainer state ({exc}): the checkpoint is damaged; resume from an "
+                             "earlier one", path=state) from None
+    for weights in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), framework="pt") as handle:
+                for name in handle.keys():
+                    handle.get_tensor(name)
+        except Exception as exc:  # safetensors raises its own error type for a truncated or corrupt file
+            raise InputError(f"unreadable weights ({exc}): the checkpoint is damaged; resume from an earlier one",
+                             path=weights) from None
+
+
 def total_steps(args, steps_per_epoch: int) -> int:
     if args.max_steps and args.max_steps > 0:
         return args.max_steps
