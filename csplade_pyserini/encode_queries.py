@@ -26,15 +26,10 @@ from csplade_pyserini.atomic import atomic_file
 from csplade_pyserini.cli import add_model_args, run_cli, set_threads
 from csplade_pyserini.datasets import load_topics
 from csplade_pyserini.errors import InputError
-from csplade_pyserini.vectors.jsonvec import INFO_SUFFIX, vector_line
+from csplade_pyserini.vectors.jsonvec import vector_line
+from csplade_pyserini.vectors.queries import queries_info_path
 
 logger = logging.getLogger(__name__)
-
-
-def queries_info_path(path: str | Path) -> Path:
-    """``queries.jsonl`` -> ``queries.jsonl.info.json``: the model that encoded a pre-encoded query file."""
-    path = Path(path)
-    return path.with_name(path.name + INFO_SUFFIX)
 
 
 def encode_queries(topics: dict[str, str], encoder: str, output: str | Path, device: str = "cpu") -> dict:
@@ -59,18 +54,6 @@ def encode_queries(topics: dict[str, str], encoder: str, output: str | Path, dev
         json.dump(info, handle, indent=2, sort_keys=True)
         handle.write("\n")
     return info
-
-
-def read_encoded_queries(path: str | Path) -> dict[str, dict[str, int]]:
-    """Query text -> vector from a pre-encoded file; a bad line is named (file, line, field)."""
-    from csplade_pyserini.textio import read_jsonl
-    from csplade_pyserini.vectors.jsonvec import check_vector
-
-    vectors: dict[str, dict[str, int]] = {}
-    for number, record in read_jsonl(path, required=("contents", "vector")):
-        check_vector(record["vector"], path, number)
-        vectors[str(record["contents"]).strip()] = record["vector"]
-    return vectors
 
 
 def build_parser() -> argparse.ArgumentParser:

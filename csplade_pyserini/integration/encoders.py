@@ -118,17 +118,21 @@ class CspladeQueryEncoder(QueryEncoder):
         self.model = CspladeModel.from_spec(encoder_name, device=str(device))
         self._cache: dict[str, dict[str, int]] = {}
         self._idf: Mapping[str, float] | None = None
+        self._attached: str | None = None  # the index checked last: the hook's patch and our search both attach
 
     def attach_index(self, index_dir: str | Path, idf: Mapping[str, float], info: dict | None = None) -> None:
         """Bind the encoder to the index it searches: refuse an index built with another vocabulary or by a
         model whose query side differs (:func:`check_index_compatibility`), and keep the index's per-term idf
         (Pyserini's ``LuceneImpactSearcher.idf``), which the inference-free query side (card ``query_side:
         idf-tokens``) weights query tokens with. ``info``: the model record of a vector folder (Seismic)."""
+        if self._attached == str(index_dir) and self._idf is idf:
+            return
         check_index_compatibility(index_dir, idf.keys(), term_fingerprint=self.model.term_fingerprint(),
                                   card=self.model.card, weight_files=self.model.weight_files(),
                                   known_terms=self.model.known_terms(), source=self.model.card.backbone,
                                   info=info)
         self._idf = idf
+        self._attached = str(index_dir)
 
     def _encode_many(self, texts: list[str], progress=None) -> list[dict[str, int]]:
         if self.model.card.query_side == "idf-tokens":
@@ -186,7 +190,7 @@ class PreEncodedQueryEncoder(QueryEncoder):
     checked against the index like a live encoder through the file's ``.info.json``."""
 
     def __init__(self, path: str | Path):
-        from csplade_pyserini.encode_queries import queries_info_path, read_encoded_queries
+        from csplade_pyserini.vectors.queries import queries_info_path, read_encoded_queries
 
         super().__init__()
         self.path = Path(path)
@@ -221,9 +225,17 @@ class PreEncodedQueryEncoder(QueryEncoder):
                                   source=str(self.path), info=info)
 
 
+def query_encoder(reference: str | Path, device: str = "cpu") -> QueryEncoder:
+    """The query encoder an ``--encoder`` value names: a pre-encoded query file (``encode_queries``), or a
+    csplade spec. The one rule behind our search, Seismic and the Pyserini patch."""
+    if Path(reference).is_file():
+        return PreEncodedQueryEncoder(reference)
+    return CspladeQueryEncoder(str(reference), device=device)
+
+
 def is_preencoded_queries(reference) -> bool:
     """A pre-encoded query file that ``csplade_pyserini.encode_queries`` wrote (it has its info file)."""
-    from csplade_pyserini.encode_queries import queries_info_path
+    from csplade_pyserini.vectors.queries import queries_info_path
 
     return isinstance(reference, (str, Path)) and Path(reference).is_file() and queries_info_path(reference).exists()
 

@@ -290,16 +290,13 @@ def patch_impact_searcher(module) -> None:
     original_from_str = searcher_cls._init_query_encoder_from_str
 
     def init_query_encoder_from_str(query_encoder):
+        from csplade_pyserini.integration.encoders import is_preencoded_queries, query_encoder as ours
         from csplade_pyserini.model.spec import is_csplade_spec
 
-        if is_csplade_spec(query_encoder):
-            from csplade_pyserini.integration.encoders import CspladeQueryEncoder
-
-            return CspladeQueryEncoder(query_encoder)
-        from csplade_pyserini.integration.encoders import PreEncodedQueryEncoder, is_preencoded_queries
-
-        if is_preencoded_queries(query_encoder):  # ours: Pyserini's format plus the model's info, checked
-            return PreEncodedQueryEncoder(query_encoder)
+        # a csplade spec, or our pre-encoded file (Pyserini's format plus the model's info, checked); any other
+        # value, Pyserini's own pre-encoded files included, is Pyserini's
+        if is_csplade_spec(query_encoder) or is_preencoded_queries(query_encoder):
+            return ours(query_encoder)
         return original_from_str(query_encoder)
 
     searcher_cls._init_query_encoder_from_str = staticmethod(init_query_encoder_from_str)

@@ -1,17 +1,16 @@
-"""Build a Lucene impact index from JsonVectorCollection vectors with Anserini.
-
-    python -m csplade_pyserini.index --input encode/scifact.csplade --index index/scifact.csplade
+"""Building indexes: a Lucene impact index from JsonVectorCollection vectors with Anserini, a FAISS flat
+index from dense vectors, and their statistics. The command, ``python -m csplade_pyserini.index``, is
+``__main__.py``.
 
 Vectors are validated first (integer weights, whitespace-free terms, unique ids), Anserini then runs
 as ``python -m pyserini.index.lucene --collection JsonVectorCollection ... --impact --pretokenized``
-into a temporary folder that replaces ``--index`` only if indexing succeeded. Index statistics and
+into a temporary folder that replaces the index only if indexing succeeded. Index statistics and
 the model's term-vocabulary fingerprint go into ``csplade-index.info`` inside the index (Lucene
 ignores files it does not own), where the query encoder checks them.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -24,7 +23,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from csplade_pyserini.atomic import atomic_dir
-from csplade_pyserini.cli import run_cli
 from csplade_pyserini.errors import CspladeError, InputError
 from csplade_pyserini.vectors.jsonvec import INDEX_INFO_NAME, read_info, read_vectors
 
@@ -149,34 +147,6 @@ def build_index(input_dir: str | Path, index_dir: str | Path, threads: int = 1, 
     return stats
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m csplade_pyserini.index", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", required=True, help="JsonVectorCollection folder")
-    parser.add_argument("--index", required=True, help="output index folder")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--no-validate", action="store_true", help="skip the vector check (large collections)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing index (only one this toolkit built)")
-    return parser
-
-
 def is_index_folder(folder: str | Path) -> bool:
     """An index this toolkit built (its info file is inside): the only kind ``--overwrite`` replaces."""
     return (Path(folder) / INDEX_INFO_NAME).is_file()
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from csplade_pyserini.atomic import check_output, clear_stale_temporaries, output_lock
-
-    check_output(args.index, [args.input], args.overwrite, is_index_folder, "index")
-    with output_lock(args.index):
-        clear_stale_temporaries(args.index)
-        stats = build_index(args.input, args.index, args.threads, validate=not args.no_validate)
-    print(json.dumps({k: v for k, v in stats.items() if k != "anserini"}, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    run_cli(main)
