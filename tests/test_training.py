@@ -157,6 +157,22 @@ def test_resume_gives_the_same_weights(workdir, tmp_path):
     assert CspladeModel.from_spec(f"csplade:{stopped / 'checkpoint-2'}", cache=False).encode(["zebra"], "query")
 
 
+def test_a_second_run_in_the_same_output_dir_is_refused_and_overwrite_keeps_other_files(workdir, tmp_path):
+    out = tmp_path / "run"
+    train(*options(workdir, out, "--max-steps", "1", "--bias-target-df", "0.2"))
+    (out / "final" / "notes.txt").write_text("mine")  # a user's file inside what training wrote
+    (out / "README.txt").write_text("mine")  # and one beside it
+    before = (out / "final" / "logit_bias.safetensors").read_bytes()
+    with pytest.raises(InputError, match="overwrite-output-dir") as error:
+        train(*options(workdir, out, "--max-steps", "1", "--bias-target-df", "0.2"))
+    assert "final" in str(error.value) or "best" in str(error.value)
+    assert (out / "final" / "notes.txt").exists() and (out / "final" / "logit_bias.safetensors").read_bytes() == before
+    train(*options(workdir, out, "--max-steps", "1", "--bias-target-df", "0.2", "--seed", "8",
+                   "--overwrite-output-dir"))
+    assert (out / "README.txt").read_text() == "mine"  # not training's: kept
+    assert not (out / "final" / "notes.txt").exists() and (out / "final" / CARD_NAME).exists()
+
+
 def test_score_teacher_with_splade_tiny_and_a_csplade_model(workdir, tmp_path):
     from csplade_pyserini.training.data import read_teacher_scores
     from csplade_pyserini.training.teachers import score_teacher

@@ -113,6 +113,10 @@ def run_adapt(model_args, data_args, training_args):
     from csplade_pyserini.training.checkpoint import FINAL_DIR, write_model_folder
     from csplade_pyserini.training.model import load_backbone, make_trainable
 
+    from csplade_pyserini.training.trainer import claim_output_dir, resolve_resume
+
+    resume = resolve_resume(training_args)
+    claim_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resume)
     if model_args.threads:
         torch.set_num_threads(model_args.threads)
     set_seed(training_args.seed)
@@ -128,10 +132,6 @@ def run_adapt(model_args, data_args, training_args):
     trainer = AdaptationTrainer(model=model, args=training_args, train_dataset=_Blocks(blocks),
                                 data_collator=lambda rows: {"input_ids": torch.stack(rows)}, mntp=mntp,
                                 mask_id=mask_token_id(tokenizer) if mntp else None)
-    from csplade_pyserini.training.trainer import check_resumable
-
-    resume = training_args.resume_from_checkpoint
-    check_resumable(resume if resume not in (True, "latest", "auto", "true", "True") else None)
     trainer.train(resume_from_checkpoint=resume)
     if training_args.should_save:
         from csplade_pyserini.atomic import atomic_dir

@@ -214,6 +214,9 @@ class SparseTrainingArguments(TrainingArguments):
     bias_learning_rate: float | None = field(default=None, metadata=option(
         "learning rate of the logit bias (default: --learning-rate)"))
     scale_learning_rate: float = field(default=1e-2, metadata=option("learning rate of the score scale"))
+    overwrite_output_dir: bool = field(default=False, metadata=option(
+        "replace what an earlier training run wrote in --output-dir (best/, final/, checkpoint-*, the log); "
+        "without it such a folder is refused unless the run resumes"))
     # phase 1 (adapt)
     adapt_objective: str = field(default="clm", metadata=option(
         "adapt: clm (CSPLADE: L_CLM + lambda L_ReLU) or mntp (Lion: masked next-token prediction)",

@@ -191,9 +191,11 @@ def run_contrastive(model_args, data_args, training_args):
         load_backbone,
         make_trainable,
     )
-    from csplade_pyserini.training.trainer import SparseTrainer, check_resumable
+    from csplade_pyserini.training.trainer import SparseTrainer, claim_output_dir, resolve_resume
     from csplade_pyserini.training.validation import RetrievalValidation
 
+    resume = resolve_resume(training_args)
+    claim_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resume)
     if model_args.threads:
         torch.set_num_threads(model_args.threads)
     set_seed(training_args.seed)
@@ -266,12 +268,6 @@ def run_contrastive(model_args, data_args, training_args):
                                          doc_source)
     trainer = SparseTrainer(bi_encoder, training_args, loss, collator, sampler, validation)
     torch.manual_seed(training_args.seed + training_args.process_index)  # dropout: one stream per process
-    resume = training_args.resume_from_checkpoint
-    if resume in ("latest", "auto", "true", "True"):
-        from transformers.trainer_utils import get_last_checkpoint
-
-        resume = get_last_checkpoint(training_args.output_dir)
-    check_resumable(resume)
     if validation is not None and not resume:
         trainer.args.eval_on_start = True  # the starting point, step 0
     trainer.train(resume_from_checkpoint=resume)

@@ -8,7 +8,8 @@
 3. ``contrastive`` with the recipe (``configs/cpu-smollm2.yaml``): the backbone frozen and cached once,
    the heads trained, validated on held-out training queries against the whole corpus.
 
-Every step is skipped when its output is already there (delete it to redo it); ``--pure`` also trains
+Every step is skipped when its output is already there (delete it to redo it); a training step that was
+killed resumes from its last checkpoint; ``--pure`` also trains
 the pure CSPLADE model (LM-head channel only) from the same cache. ``OUTPUT_DIR/recipe.json`` records
 each step's wall time and the process's peak memory.
 """
@@ -96,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                    "--cache-dir", str(out / "cache"), "--threads", str(threads)]
         if teacher_scores is not None:
             options += ["--teacher-scores", str(teacher_scores)]
+        if any(target.glob("checkpoint-*")):  # a killed run of this recipe: continue it
+            options += ["--resume-from-checkpoint", "latest"]
+        elif target.exists():  # killed before its first checkpoint: the recipe's own folder, begun again
+            options += ["--overwrite-output-dir"]
 
         def train(options=options + extra) -> None:
             run_contrastive(*parse_arguments("contrastive", options))

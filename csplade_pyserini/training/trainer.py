@@ -19,7 +19,9 @@ import json
 import logging
 import math
 import os
+import shutil
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -231,6 +233,46 @@ def check_resumable(checkpoint: str | Path | None) -> None:
         except Exception as exc:  # safetensors raises its own error type for a truncated or corrupt file
             raise InputError(f"unreadable weights ({exc}): the checkpoint is damaged; resume from an earlier one",
                              path=weights) from None
+
+
+def resolve_resume(training_args) -> str | None:
+    """``--resume-from-checkpoint``: a folder, or ``latest`` (``auto``/``true``) for the output folder's last
+    checkpoint; checked (:func:`check_resumable`) before anything is loaded."""
+    resume = training_args.resume_from_checkpoint
+    if resume in (True, "latest", "auto", "true", "True"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        resume = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
+    resume = resume or None
+    check_resumable(resume)
+    return resume
+
+
+TRAINING_OUTPUTS = ("best", "final", "checkpoint-*", LOG_NAME)
+
+
+def claim_output_dir(output_dir: str | Path, overwrite: bool, resume=None,
+                     written: Sequence[str] = TRAINING_OUTPUTS) -> None:
+    """Refuse an output folder that holds an earlier training run's output, unless the run resumes it or
+    ``overwrite`` (``--overwrite-output-dir``) is given; then only what training writes there (the
+    ``written`` patterns) is removed and every other file is kept. A run must never silently destroy a
+    trained model or a user's files."""
+    from csplade_pyserini.errors import InputError
+
+    folder = Path(output_dir)
+    earlier = sorted({p for pattern in written for p in folder.glob(pattern)})
+    if not earlier or resume:
+        return
+    if not overwrite:
+        raise InputError(f"{earlier[0]} holds an earlier training run's output: pass --overwrite-output-dir to "
+                         "replace what training wrote there (other files are kept) or --resume-from-checkpoint "
+                         "to continue it", path=folder, field="output_dir")
+    for path in earlier:
+        logger.info("--overwrite-output-dir: removing %s", path)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def total_steps(args, steps_per_epoch: int) -> int:

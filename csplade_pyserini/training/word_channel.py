@@ -330,16 +330,14 @@ def train(args: WordChannelArguments) -> Path:
     from csplade_pyserini.model.backbone import load_card_model
     from csplade_pyserini.model.card import ModelCard
     from csplade_pyserini.model.words import TF_HEAD_FILE, WORD_SCHEME, TermFrequencyHead, WordEncoder
+    from csplade_pyserini.training.trainer import claim_output_dir
 
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     out = Path(args.output_dir)
-    done = [p for p in (out / "model" / "best", out / "train_log.jsonl") if p.exists()]
-    if done and not args.overwrite_output_dir:
-        raise InputError(f"{done[0]} holds an earlier run's output: pass --overwrite-output-dir to replace it "
-                         "(the feature cache is reused either way)", path=out, field="output_dir")
+    claim_output_dir(out, args.overwrite_output_dir, written=("model/best", "train_log.jsonl"))
     begin = time.perf_counter()
     domains = [load_domain(folder, args.held_out, args.seed) for folder in args.data]
     names = [d.name for d in domains]
