@@ -22,7 +22,7 @@ BENCH_ARGS ?=
 # the default model's DL19-pool impact index (bench-training builds it)
 DL19_INDEX ?= index/dl19-pool.csplade.runs-train-cpu-recipe-model-best
 
-.PHONY: install install-pyserini2 test-pyserini2 demo demo-quick train train-csplade test bench bench-zero-shot bench-encoding bench-retrieval bench-training bench-latency bench-query-profile bench-engines bench-dense clean-venv
+.PHONY: install install-pyserini2 test-pyserini2 demo demo-quick train train-csplade test test-fast bench bench-zero-shot bench-encoding bench-retrieval bench-training bench-latency bench-query-profile bench-engines bench-dense clean-venv
 
 install: $(STAMP)
 
@@ -59,6 +59,10 @@ train-csplade: install
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# the unit tests only (no JVM, subprocess or ../shared data): the edit loop
+test-fast: install
+	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
 
 # The same suite on the Pyserini 2.x line (Python 3.12, Pyserini 2.4) in $(VENV2); not part of `make test`/CI.
 install-pyserini2:

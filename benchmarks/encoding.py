@@ -22,9 +22,8 @@ from pathlib import Path
 
 import torch
 
-from csplade_pyserini.atomic import atomic_file
 from benchmarks.measured import run_measured, self_peak_rss_mb
-from benchmarks.report import RESULTS
+from benchmarks.report import RESULTS, write_report
 from csplade_pyserini.cli import run_cli
 from csplade_pyserini.datasets import read_corpus
 from csplade_pyserini.paths import shared_path
@@ -144,8 +143,6 @@ def main(argv: list[str] | None = None) -> int:
         row["speedup_vs_naive"] = row["docs_per_s"] / naive["docs_per_s"] if naive else None
     report = {"threads": args.threads, "max_length": args.max_length, "docs": args.docs,
               "collection": "msmarco-dl19-mini sample", "matmul_peak_gflops": peaks, "rows": rows}
-    with atomic_file(RESULTS / "bench-encoding.json") as handle:
-        json.dump(report, handle, indent=2)
     lines = [f"# Encoding throughput ({args.docs} DL19-pool passages, max {args.max_length} tokens, "
              f"{args.threads} threads)", "",
              f"Matrix-multiply peak measured here: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s.",
@@ -155,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {r['config']} | {r['dtype']} | {r['docs_per_s']:.2f} | {r['tokens_per_s']:.0f} | "
                      f"{r['gflops']:.1f} | {r['pct_of_peak_same_dtype']:.0f}% | {r['pct_of_fp32_peak']:.0f}% | "
                      f"{r['speedup_vs_naive']:.2f} | {r['peak_rss_mb']:.0f} |")
-    with atomic_file(RESULTS / "bench-encoding.md") as handle:
-        handle.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report("bench-encoding", report, "\n".join(lines) + "\n")
     return 0
 
 

@@ -16,13 +16,15 @@ def cell(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def write_report(name: str, data: Any, text: str) -> str:
-    """``RESULTS/NAME.json`` (``data``) and ``RESULTS/NAME.md`` (``text``, also printed), each written whole
-    or not at all; returns ``text``."""
+def write_report(name: str, data: Any, text: str, echo: bool = True) -> str:
+    """``RESULTS/NAME.json`` (``data``) and ``RESULTS/NAME.md`` (``text``, printed unless ``echo`` is false: a
+    benchmark that rewrites its report after every step prints it once at the end), each written whole or not
+    at all; returns ``text``."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     with atomic_file(RESULTS / f"{name}.json") as handle:
         json.dump(data, handle, indent=2)
     with atomic_file(RESULTS / f"{name}.md") as handle:
         handle.write(text)
-    print(text)
+    if echo:
+        print(text)
     return text

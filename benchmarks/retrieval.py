@@ -18,9 +18,8 @@ import datetime
 import json
 import logging
 
-from csplade_pyserini.atomic import atomic_file
 from benchmarks.measured import run_measured
-from benchmarks.report import RESULTS, cell
+from benchmarks.report import RESULTS, cell, write_report
 from csplade_pyserini.cli import run_cli
 from csplade_pyserini.paths import shared_path
 
@@ -28,8 +27,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODELS = "csplade:smollm2,variant=causal;csplade:smollm2,variant=bidirectional;csplade:smollm2,variant=echo"
 
 
-def write_table(rows: list[dict], path, collection: str, threads: int) -> str:
-    """The Markdown table of every system measured so far (rewritten after each step)."""
+def write_table(rows: list[dict], collection: str, threads: int) -> str:
+    """The Markdown table of every system measured so far (the report is rewritten after each step)."""
     lines = [f"# {collection}: all systems measured in one run ({threads} threads)", "",
              f"{rows[0].get('label', '') if rows else ''}", "",
              "| system | nDCG@10 | R@100 | terms/doc | terms/query | index MB | docs/s | encode s | "
@@ -42,10 +41,7 @@ def write_table(rows: list[dict], path, collection: str, threads: int) -> str:
                      f"{cell(r.get('encode_s'), '.0f')} | {cell(r.get('query_encode_ms'), '.1f')} | "
                      f"{cell(r.get('search_ms'), '.1f')} | {cell(r.get('peak_rss_mb'), '.0f')} | "
                      f"{cell(r.get('wall_s'), '.0f')} | {r.get('measured_at', '-')} |")
-    text = "\n".join(lines) + "\n"
-    with atomic_file(path) as handle:
-        handle.write(text)
-    return text
+    return "\n".join(lines) + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,10 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         measured_at = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
         for row in data["rows"]:
             rows.append({**row, **proc, "label": data["label"], "step": label, "measured_at": measured_at})
-        with atomic_file(RESULTS / f"{name}.json") as handle:  # partial results survive a later failure
-            json.dump(rows, handle, indent=2)
-        text = write_table(rows, RESULTS / f"{name}.md", args.collection, args.threads)
-    print(text or write_table(rows, RESULTS / f"{name}.md", args.collection, args.threads))
+        # rewritten after every step: partial results survive a later failure
+        text = write_report(name, rows, write_table(rows, args.collection, args.threads), echo=False)
+    print(text or write_table(rows, args.collection, args.threads))
     return 0
 
 

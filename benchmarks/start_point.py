@@ -26,8 +26,7 @@ from pathlib import Path
 
 import torch
 
-from csplade_pyserini.atomic import atomic_file
-from benchmarks.report import RESULTS
+from benchmarks.report import write_report
 from csplade_pyserini.cli import run_cli, set_threads
 from csplade_pyserini.errors import InputError
 from csplade_pyserini.paths import shared_path
@@ -154,12 +153,11 @@ def main(argv: list[str] | None = None) -> int:
               "documents": len(docids), "threads": threads, "seconds": round(time.perf_counter() - start_time, 1),
               "calibration": {"seed": seed, "sample": len(sample), "target_df": notes["bias_target_df"]},
               "rows": rows, "measured": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with atomic_file(RESULTS / f"{args.name}.json") as handle:
-        json.dump(result, handle, indent=2)
-    for row in rows:
-        print(f"{row['model']}: nDCG@10 {row['scores']['nDCG@10']:.4f}  R@100 {row['scores']['R@100']:.4f}  "
-              f"terms/doc {row['terms_per_doc']}  terms/query {row['terms_per_query']}")
+    lines = [f"# Starting points from the activation cache ({args.split} queries, measured {result['measured']})", "",
+             "| model | nDCG@10 | R@100 | terms/doc | terms/query |", "|---|---|---|---|---|"]
+    lines += [f"| {row['model']} | {row['scores']['nDCG@10']:.4f} | {row['scores']['R@100']:.4f} | "
+              f"{row['terms_per_doc']} | {row['terms_per_query']} |" for row in rows]
+    write_report(args.name, result, "\n".join(lines) + "\n")
     return 0
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from csplade_pyserini.atomic import atomic_file
 from benchmarks.measured import run_measured
-from benchmarks.report import RESULTS, cell
+from benchmarks.report import RESULTS, cell, write_report
 from csplade_pyserini.cli import run_cli
 from csplade_pyserini.paths import RUNS_DIR, shared_path
 
@@ -187,10 +187,7 @@ def write_tables(rows: list[dict], collections: list[str], record: dict, runs: d
         curve = ", ".join(f"step {s}: {v:.4f}" for s, v in summary.get("validation", []))
         lines.append(f"- {name}: {curve or 'none'}; kept: step {summary['best'][0] if summary.get('best') else '-'}")
     lines += ["", "![loss and validation curves](bench-training-curves.png)", ""]
-    text = "\n".join(lines) + "\n"
-    with atomic_file(path) as handle:
-        handle.write(text)
-    return text
+    return "\n".join(lines) + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,9 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for row in evaluate(args, collection, key, extra):
                 rows.append({**row, "collection": collection})
-            with atomic_file(RESULTS / f"{args.name}.json") as handle:
-                json.dump({"rows": rows, "recipe": record, "runs": runs}, handle, indent=2)
-            text = write_tables(rows, collections, record, runs, RESULTS / f"{args.name}.md")
+            text = write_report(args.name, {"rows": rows, "recipe": record, "runs": runs},
+                                write_tables(rows, collections, record, runs, RESULTS / f"{args.name}.md"), echo=False)
     print(text)
     return 0
 

@@ -56,11 +56,11 @@ class EncodeStats:
         return fresh / self.seconds if self.seconds and fresh else 0.0
 
 
-def _block_fingerprint(info: dict, documents: Sequence[Document], block_size: int, max_length: int | None) -> str:
-    """What a finished block depends on: the model's vectors (its info: card and weights), the documents (ids
-    and text, in order), the block size and the length override."""
+def _block_fingerprint(info: dict, documents: Sequence[Document], block_size: int) -> str:
+    """What a finished block depends on: the model's vectors (its info: the card, lengths included, and the
+    weights), the documents (ids and text, in order) and the block size."""
     digest = hashlib.sha256()
-    digest.update(json.dumps({"model": info, "block_size": block_size, "max_length": max_length},
+    digest.update(json.dumps({"model": info, "block_size": block_size},
                              sort_keys=True, default=str).encode())
     for doc in documents:
         digest.update(doc.docid.encode() + b"\0" + doc.contents.encode() + b"\0")
@@ -115,13 +115,16 @@ def encode_documents(model, documents: Sequence[Document], out_dir: str | Path, 
     """Encode ``documents`` (sorted by length inside blocks of ``block_size``) and write them atomically to
     ``out_dir``; with ``resume_dir``, finished blocks are kept there until the end (see the module doc), or
     beyond it with ``keep_blocks``: a caller whose later steps (indexing, search) may still fail removes
-    them when it is done, so that its rerun does not encode again."""
+    them when it is done, so that its rerun does not encode again. ``max_length`` overrides the card's
+    ``max_doc_length`` (and the record written with the vectors says so)."""
     start = time.perf_counter()
     resumed = 0
+    if max_length is not None:
+        model = model.with_card(max_doc_length=max_length)
     info = model.info()
     store = None
     if resume_dir is not None:
-        store = BlockStore(Path(resume_dir), _block_fingerprint(info, documents, block_size, max_length))
+        store = BlockStore(Path(resume_dir), _block_fingerprint(info, documents, block_size))
     tokens = 0
     with JsonVectorWriter(out_dir, shard_size=shard_size, info=info, info_file=info_file) as writer, \
             tqdm(total=len(documents), desc=desc, unit="doc", dynamic_ncols=True) as bar:
@@ -135,7 +138,7 @@ def encode_documents(model, documents: Sequence[Document], out_dir: str | Path, 
                     writer.write(docid, contents, vector)
                 bar.update(len(block))
                 continue
-            vectors, block_tokens = model.encode_documents([d.contents for d in block], max_length, max_tokens,
+            vectors, block_tokens = model.encode_documents([d.contents for d in block], None, max_tokens,
                                                            max_batch, progress=bar)
             tokens += block_tokens
             rows = [(doc.docid, doc.contents, vector) for doc, vector in zip(block, vectors)]
@@ -160,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--corpus", required=True, help="BEIR folder/corpus.jsonl or MS MARCO collection.tsv")
     parser.add_argument("--embeddings", required=True, help="output folder (JsonVectorCollection)")
     add_model_args(parser)
-    parser.add_argument("--max-length", type=int, default=None, help="override the card's max_doc_length")
+    parser.add_argument("--max-length", type=int, default=None, help="document tokens: overrides the card's max_doc_length (as the spec csplade,max_doc_length=N "
+                        "does) and is recorded with the vectors")
     parser.add_argument("--max-tokens", type=int, default=None,
                         help="padded tokens per batch (default: 1024 on CPU, 32768 on GPU)")
     parser.add_argument("--batch-size", type=int, default=256, help="documents per batch at most")
@@ -252,9 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     with output_lock(out):
         clear_stale_temporaries(out)
         # collection statistics (the word channel's avgdl) come from the whole corpus, whatever the shard
-        model = CspladeModel.from_spec(args.encoder, device=args.device).for_collection(
-            [d.contents for d in collection], args.encoder)
-        stats = encode_documents(model, documents, out, max_length=args.max_length, max_tokens=args.max_tokens,
+        model = CspladeModel.from_spec(args.encoder, device=args.device)
+        if args.max_length is not None:  # an override of the card: the vector folder's record carries it
+            model = model.with_card(max_doc_length=args.max_length)
+        model = model.for_collection([d.contents for d in collection], args.encoder)
+        stats = encode_documents(model, documents, out, max_tokens=args.max_tokens,
                                  max_batch=args.batch_size, shard_size=args.shard_size, info_file=info_file,
                                  block_size=args.block_size, resume_dir=resume_dir)
     logger.info("encoded %d documents in %.1f s (%.2f docs/s), %.1f terms/doc, into %s", stats.documents,

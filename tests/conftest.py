@@ -17,6 +17,18 @@ import pytest
 from csplade_pyserini.paths import shared_dir
 
 REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# the word channel's card fields (the packaged default's channel)
+WORDS = {"term_scheme": "words-porter-v1", "expansion": False, "query_side": "idf-tokens"}
+INTEGRATION = Path(__file__).resolve().parent / "integration"
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Every test under tests/integration/ (the JVM, subprocesses, ../shared data) carries the ``integration``
+    marker: ``make test-fast`` runs the others, ``make test`` all."""
+    for item in items:
+        if INTEGRATION in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
 
 
 def shared() -> Path:
@@ -67,6 +79,23 @@ def make_tiny_llama(folder: Path, tokenizer_dir: Path, seed: int = 0, config: di
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, tokenizer_dir) -> Path:
     return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "ckpt", tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def words_checkpoint(tmp_path_factory, tokenizer_dir):
+    """A tiny random Llama with a random term-frequency head on its layer 1."""
+    import torch
+
+    from csplade_pyserini.model.words import TermFrequencyHead
+
+    folder = make_tiny_llama(tmp_path_factory.mktemp("words") / "ckpt", tokenizer_dir, max_doc_length=16,
+                             doc_top_k=None, query_top_k=None, tf_head="tf_head.safetensors", tf_layer=1,
+                             bm25_avgdl=10.0, **WORDS)
+    torch.manual_seed(3)
+    head = TermFrequencyHead(32, 8)
+    torch.nn.init.normal_(head.out.weight, std=0.5)
+    head.save(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -25,21 +26,39 @@ logger = logging.getLogger(__name__)
 MIN_SHARED_TERMS = 0.99
 
 
-def pyserini_encode_input(argv: Sequence[str]) -> tuple[str, list[str]] | None:
-    """``(corpus, fields)`` of the ``input`` group when this process is ``python -m pyserini.encode``."""
+@dataclass(frozen=True)
+class EncodeCommand:
+    """What the user typed to ``python -m pyserini.encode``, as far as an encoder must know it: the corpus
+    (collection statistics), its fields, and ``--max-length`` of the ``encoder`` group only if typed
+    (Pyserini passes its default, 256, to every encode call either way)."""
+
+    corpus: str | None
+    fields: list[str]
+    max_length: int | None
+
+
+def pyserini_encode_command(argv: Sequence[str]) -> EncodeCommand | None:
+    """The :class:`EncodeCommand` when this process is ``python -m pyserini.encode``, else None."""
     parts = Path(argv[0]).parts if argv else ()
     if len(parts) < 3 or parts[-3:] != ("pyserini", "encode", "__main__.py"):
         return None
     groups = ("input", "output", "encoder")
-    group, corpus, fields = None, None, ["text"]  # Pyserini's default input fields
+    group, corpus, fields, max_length = None, None, ["text"], None  # Pyserini's default input fields
     for i, arg in enumerate(argv[1:], start=1):
+        value = argv[i + 1] if i + 1 < len(argv) else None
         if arg in groups:
             group = arg
-        elif group == "input" and arg == "--corpus" and i + 1 < len(argv):
-            corpus = argv[i + 1]
+        elif group == "input" and arg == "--corpus" and value is not None:
+            corpus = value
         elif group == "input" and arg == "--fields":
             fields = list(itertools.takewhile(lambda f: not f.startswith("--") and f not in groups, argv[i + 1:]))
-    return (corpus, fields) if corpus else None
+        elif group == "encoder" and (arg == "--max-length" or arg.startswith("--max-length=")):
+            text = arg.split("=", 1)[1] if "=" in arg else value
+            try:
+                max_length = int(text)
+            except (TypeError, ValueError):
+                raise InputError(f"--max-length wants a positive integer, got {text!r}", field="max_length") from None
+    return EncodeCommand(corpus, fields, max_length)
 
 
 def collection_texts(corpus: str, fields: Sequence[str]) -> list[str]:
@@ -55,25 +74,25 @@ class CspladeDocumentEncoder(DocumentEncoder):
         import sys
 
         self.model = CspladeModel.from_spec(model_name, device=str(device))
-        self._warned = False
+        command = pyserini_encode_command(sys.argv)
+        if command is not None and command.max_length is not None:  # typed: overrides the card, as in our encode
+            self.model = self.model.with_card(max_doc_length=command.max_length)
         # The word channel's avgdl is a statistic of the whole collection, which pyserini.encode never shows
         # an encoder: read it from the command's own --corpus (every shard then sees the same value).
-        found = pyserini_encode_input(sys.argv) if self.model.card.is_words else None
-        if found is not None:
+        if command is not None and command.corpus and self.model.card.is_words:
             try:
-                texts = collection_texts(*found)
+                texts = collection_texts(command.corpus, command.fields)
             except (InputError, OSError) as error:
                 logger.warning("cannot read %s for its average length (%s): the card's bm25_avgdl %.1f is used",
-                               found[0], error, self.model.card.bm25_avgdl)
+                               command.corpus, error, self.model.card.bm25_avgdl)
             else:
                 self.model = self.model.for_collection(texts, model_name)
 
-    def document_texts(self, texts: Sequence[str], titles: Sequence[str | None] | None,
-                       max_length: int | None) -> list[str]:
-        """The texts to encode: titles joined, empty documents refused. Pyserini always passes its
-        ``--max-length`` (default 256) whether typed or not, so it cannot say what the user meant: the model
-        card decides the length (``csplade,max_doc_length=512`` changes it), and a different ``--max-length``
-        is reported once and not used."""
+    def document_texts(self, texts: Sequence[str], titles: Sequence[str | None] | None) -> list[str]:
+        """The texts to encode: titles joined, empty documents refused. The length is the model card's
+        ``max_doc_length``: Pyserini passes its ``--max-length`` (default 256) to every call whether typed or
+        not, so the value passed is not used; a ``--max-length`` typed on the command line overrides the card
+        (read when the encoder is built), as ``csplade,max_doc_length=N`` does."""
         from csplade_pyserini.datasets import is_blank, join_title
 
         if titles is not None:
@@ -82,15 +101,11 @@ class CspladeDocumentEncoder(DocumentEncoder):
         if blank:
             raise InputError(f"{len(blank)} empty document(s) in this batch (the {blank[0] + 1}th first); "
                              "csplade_pyserini.encode names them, or pass --allow-empty there")
-        if max_length is not None and max_length != self.model.card.max_doc_length and not self._warned:
-            logger.warning("ignoring --max-length %d: the model card says %d (set it with the encoder spec, e.g. "
-                           "csplade,max_doc_length=%d)", max_length, self.model.card.max_doc_length, max_length)
-            self._warned = True
         return list(texts)
 
     def encode(self, texts: Sequence[str], titles: Sequence[str | None] | None = None, max_length: int | None = None,
                **_ignored) -> list[dict[str, int]]:
-        return self.model.encode(self.document_texts(texts, titles, max_length), kind="doc")
+        return self.model.encode(self.document_texts(texts, titles), kind="doc")
 
 
 # Dense models built in this process by pyserini.encode: the FAISS writer patch reads their dimension and
@@ -108,7 +123,7 @@ class CspladeDenseDocumentEncoder(CspladeDocumentEncoder):
 
     def encode(self, texts: Sequence[str], titles: Sequence[str | None] | None = None, max_length: int | None = None,
                **_ignored):
-        return self.model.encode_dense(self.document_texts(texts, titles, max_length), kind="doc")
+        return self.model.encode_dense(self.document_texts(texts, titles), kind="doc")
 
 
 class CspladeQueryEncoder(QueryEncoder):

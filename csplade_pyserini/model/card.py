@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from csplade_pyserini.errors import InputError
+from csplade_pyserini.errors import InputError, ModelSpecError
 
 CARD_NAME = "csplade_card.json"
 VARIANTS = ("causal", "echo", "bidirectional")
@@ -338,3 +339,48 @@ def card_tensors(reference: str, base_dir: str | Path | None, field_name: str) -
     except Exception as exc:  # safetensors raises its own error types for a damaged file
         raise InputError(f"not a readable safetensors file: {exc}", path=path, field=field_name) from None
 
+
+
+# the closed sets of values a card field takes (the command lines' choices)
+CARD_CHOICES: dict[str, tuple] = {"variant": VARIANTS, "padding_side": ("left", "right"), "query_side": QUERY_SIDES,
+                                  "term_scheme": TERM_SCHEMES, "representation": REPRESENTATIONS,
+                                  "dense_pooling": DENSE_POOLINGS, "dtype": ("auto", "float32", "bfloat16", "float16")}
+
+
+def card_field(name: str) -> dataclasses.Field:
+    """The :class:`ModelCard` field ``name`` (its default, for options that set it)."""
+    return {f.name: f for f in dataclasses.fields(ModelCard)}[name]
+
+
+def card_field_type(name: str) -> Any:
+    return typing.get_type_hints(ModelCard)[name]
+
+
+def parse_card_value(name: str, raw: str) -> Any:
+    """A card field's value from text (a spec's ``key=value``, a training option): by the field's type,
+    ``null``/``none`` for None, ``auto`` for ``logit_scale``. The card then validates it. The one parser of
+    card values: specs and training options both call it."""
+    if raw.lower() in ("null", "none"):
+        return None
+    if name == "logit_scale" and raw == "auto":
+        return "auto"
+    kind = card_field_type(name)
+    for option in typing.get_args(kind) or (kind,):
+        if option is bool:
+            if raw.lower() in ("true", "1", "yes"):
+                return True
+            if raw.lower() in ("false", "0", "no"):
+                return False
+        elif option is int:
+            try:
+                return int(raw)
+            except ValueError:
+                pass
+        elif option is float:
+            try:
+                return float(raw)
+            except ValueError:
+                pass
+        elif option is str:
+            return raw
+    raise ModelSpecError(f"cannot read {raw!r} as a value for {name}")

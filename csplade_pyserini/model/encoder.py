@@ -126,8 +126,18 @@ class CspladeModel:
             return self
         logger.info("word channel: the collection's avgdl is %.1f analysed words (the card's: %.1f)", avgdl,
                     self.card.bm25_avgdl)
-        card = self.card.replace(bm25_avgdl=avgdl)
-        encoder = copy.copy(self.encoder)  # shallow: the backbone and head are shared, only the card differs
+        return self.with_card(bm25_avgdl=avgdl)
+
+    def with_card(self, **changes: Any) -> "CspladeModel":
+        """This model under a card with ``changes`` (validated as the card validates itself; a length beyond
+        the backbone's positions refused). The copy shares the weights: only the card differs."""
+        card = self.card.replace(**changes)
+        positions = getattr(self.encoder.model.config, "max_position_embeddings", None)
+        for name in ("max_doc_length", "max_query_length"):
+            if name in changes and positions and getattr(card, name) > positions:
+                raise InputError(f"{getattr(card, name)} tokens is beyond the backbone's {positions} positions",
+                                 field=name)
+        encoder = copy.copy(self.encoder)  # shallow: the backbone and heads are shared
         encoder.card = card
         return CspladeModel(encoder, card, self.base_dir, self.device)
 

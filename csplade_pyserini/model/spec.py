@@ -9,12 +9,11 @@ fields, for example ``csplade,variant=echo`` or ``csplade:ckpt/best,max_doc_leng
 from __future__ import annotations
 
 import dataclasses
-import typing
 from pathlib import Path
 from typing import Any
 
 from csplade_pyserini.errors import InputError, ModelSpecError
-from csplade_pyserini.model.card import CARD_NAME, DEFAULT_BACKBONE, ModelCard
+from csplade_pyserini.model.card import CARD_NAME, DEFAULT_BACKBONE, ModelCard, parse_card_value
 from csplade_pyserini.model.presets import preset_card
 from csplade_pyserini.paths import PACKAGE_DIR
 
@@ -28,35 +27,6 @@ PACKAGED_MODELS = {"smollm2-lexical": PACKAGE_DIR / "assets" / "smollm2-lexical"
 # text), which no inverted index can serve; a bare backbone therefore keeps its top terms only.
 # Trained checkpoints carry their own card (FLOPS-regularised, sparse by themselves).
 BARE_BACKBONE_DEFAULTS = {"doc_top_k": 256, "query_top_k": 64}
-
-
-def _coerce(name: str, raw: str) -> Any:
-    hints = typing.get_type_hints(ModelCard)
-    kind = hints[name]
-    if raw.lower() in ("null", "none"):
-        return None
-    if name == "logit_scale" and raw == "auto":
-        return "auto"
-    options = typing.get_args(kind) or (kind,)
-    for option in options:
-        if option is bool:
-            if raw.lower() in ("true", "1", "yes"):
-                return True
-            if raw.lower() in ("false", "0", "no"):
-                return False
-        elif option is int:
-            try:
-                return int(raw)
-            except ValueError:
-                pass
-        elif option is float:
-            try:
-                return float(raw)
-            except ValueError:
-                pass
-        elif option is str:
-            return raw
-    raise ModelSpecError(f"cannot read {raw!r} as a value for {name}")
 
 
 def is_csplade_spec(name: Any) -> bool:
@@ -96,7 +66,7 @@ def parse_spec(spec: str) -> tuple[str | None, dict[str, Any]]:
             raise ModelSpecError(f"option {item!r} in {spec!r} is not key=value")
         if key not in fields or key in ("notes",):
             raise ModelSpecError(f"unknown option {key!r} in {spec!r}; known: {', '.join(sorted(fields - {'notes'}))}")
-        overrides[key] = _coerce(key, value.strip())
+        overrides[key] = parse_card_value(key, value.strip())
     return model, overrides
 
 

@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from csplade_pyserini.training.data import TrainingExample, make_groups
+from csplade_pyserini.training.data import PSEUDO_PREFIX, TrainingExample, make_groups
 
 
 class FeatureSource:
@@ -101,9 +101,6 @@ class ContrastiveCollator:
 def doc_key(docid: str) -> int:
     """A stable non-negative 63-bit key of a document id (tensors cannot carry strings across processes)."""
     return int.from_bytes(hashlib.blake2b(docid.encode("utf-8"), digest_size=8).digest(), "little") >> 1
-
-
-PSEUDO_PREFIX = "pseudo:"
 
 
 class QueryBatchSampler(torch.utils.data.Sampler):

@@ -15,15 +15,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainingArguments
 
-from csplade_pyserini.errors import InputError
-from csplade_pyserini.model.card import DEFAULT_BACKBONE, VARIANTS, ModelCard
+from csplade_pyserini.errors import InputError, ModelSpecError
+from csplade_pyserini.model.card import (
+    CARD_CHOICES,
+    ModelCard,
+    card_field,
+    card_field_type,
+    parse_card_value,
+)
 
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -33,38 +38,53 @@ def option(text: str, **extra: Any) -> dict[str, Any]:
     return {"help": text, **extra}
 
 
-@dataclass
-class ModelArguments:
-    """The model being trained: its card (what changes a vector) and which of its parts learn."""
+# The card fields a training run sets from its command line, with their help. Type, default and choices come
+# from ModelCard, and the card validates them: one set of rules for cards, specs and training options.
+CARD_OPTIONS: dict[str, str] = {
+    "backbone": "smollm2 (offline default), a Hugging Face folder, a .gguf file or a hub id",
+    "variant": "causal, echo or bidirectional",
+    "query_prefix": "text put before every query",
+    "doc_prefix": "text put before every document",
+    "max_query_length": "query tokens (prefix included)",
+    "max_doc_length": "document tokens (prefix included)",
+    "logit_scale": "multiply LM-head logits before the activation: a number, 'auto' (hidden_size ** -0.25, Lion) "
+                   "or none",
+    "quant_scale": "integer impact = round(weight x this)",
+    "add_bos": "feed a BOS token (an attention sink: off by default)",
+    "query_top_k": "largest query weights kept (none: all)",
+    "doc_top_k": "largest document weights kept (none: all)",
+    "representation": "sparse (CSPLADE / Lion-SP: vocabulary weights, Lucene impact index) or dense (Lion-DS: "
+                      "per-token L2-normalised mean of the final states, FAISS index); the same backbone, "
+                      "variants, data and trainer",
+    "dense_pooling": "dense: mean (Lion-DS, normalised tokens averaged) or last (the last pooled token, "
+                     "normalised)",
+    "expansion": "the LM-head channel (CSPLADE proper)",
+    "expansion_weight": "initial weight of the LM-head channel where it meets the lexical channel (learned)",
+    "lexical_layer": "beyond CSPLADE: add a lexical impact head reading this layer's states (input of layer N; "
+                     "the number of layers = final states); none = pure CSPLADE",
+}
+# options typed as text on the command line and read by the card's parser (``auto`` is not a number)
+TEXT_CARD_OPTIONS = {"logit_scale": str | None}
 
-    backbone: str = field(default=DEFAULT_BACKBONE, metadata=option(
-        "smollm2 (offline default), a Hugging Face folder, a .gguf file or a hub id"))
-    variant: str = field(default="causal", metadata=option("causal, echo or bidirectional", choices=list(VARIANTS)))
-    query_prefix: str = field(default="query: ", metadata=option("text put before every query"))
-    doc_prefix: str = field(default="passage: ", metadata=option("text put before every document"))
-    max_query_length: int = field(default=64, metadata=option("query tokens (prefix included)"))
-    max_doc_length: int = field(default=256, metadata=option("document tokens (prefix included)"))
-    logit_scale: str | None = field(default=None, metadata=option(
-        "multiply LM-head logits before the activation: a number, 'auto' (hidden_size ** -0.25, Lion) or none"))
-    quant_scale: float = field(default=100.0, metadata=option("integer impact = round(weight x this)"))
-    add_bos: bool = field(default=False, metadata=option("feed a BOS token (an attention sink: off by default)"))
-    query_top_k: int | None = field(default=None, metadata=option("largest query weights kept (none: all)"))
-    doc_top_k: int | None = field(default=None, metadata=option("largest document weights kept (none: all)"))
+
+def card_options() -> list[tuple[str, Any, Any]]:
+    """``(name, type, field)`` of every :data:`CARD_OPTIONS` entry, for ``dataclasses.make_dataclass``."""
+    out = []
+    for name, text in CARD_OPTIONS.items():
+        source = card_field(name)
+        default = source.default if source.default is not dataclasses.MISSING else source.default_factory()
+        extra = {"choices": list(CARD_CHOICES[name])} if name in CARD_CHOICES else {}
+        out.append((name, TEXT_CARD_OPTIONS.get(name, card_field_type(name)),
+                    field(default=default, metadata=option(text, **extra))))
+    return out
+
+
+@dataclass
+class TrainableParts:
+    """Which parts of the model learn, and how (the options of :class:`ModelArguments` that are not card fields)."""
+
     model_name: str | None = field(default=None, metadata=option("a name recorded in the model card"))
-    representation: str = field(default="sparse", metadata=option(
-        "sparse (CSPLADE / Lion-SP: vocabulary weights, Lucene impact index) or dense (Lion-DS: per-token "
-        "L2-normalised mean of the final states, FAISS index); the same backbone, variants, data and trainer",
-        choices=["sparse", "dense"]))
-    dense_pooling: str = field(default="mean", metadata=option(
-        "dense: mean (Lion-DS, normalised tokens averaged) or last (the last pooled token, normalised)",
-        choices=["mean", "last"]))
-    expansion: bool = field(default=True, metadata=option("the LM-head channel (CSPLADE proper)"))
-    lexical_layer: int | None = field(default=None, metadata=option(
-        "beyond CSPLADE: add a lexical impact head reading this layer's states (input of layer N; the number "
-        "of layers = final states); none = pure CSPLADE"))
     lexical_width: int = field(default=128, metadata=option("hidden width of the lexical head's MLP"))
-    expansion_weight: float = field(default=1.0, metadata=option(
-        "initial weight of the LM-head channel where it meets the lexical channel (learned)"))
     init_checkpoint: str | None = field(default=None, metadata=option(
         "start from this checkpoint (card, adapter, logit bias, lexical head), e.g. an adaptation run"))
     full: bool = field(default=False, metadata=option("train every weight of the trainable layers (no LoRA)"))
@@ -84,14 +104,14 @@ class ModelArguments:
         "(a quantile of its pooled logit over a random sample); none = keep the checkpoint's bias, or none"))
     bias_sample: int = field(default=1000, metadata=option("documents (seeded random sample) for the calibration"))
     dtype: str = field(default="auto", metadata=option(
-        "backbone precision: auto (bf16 on hardware that multiplies it natively), float32, bfloat16, float16",
-        choices=["auto", "float32", "bfloat16", "float16"]))
+        "backbone precision while training: auto (bf16 on hardware that multiplies it natively), float32, "
+        "bfloat16, float16", choices=list(CARD_CHOICES["dtype"])))
     threads: int | None = field(default=None, metadata=option("torch CPU threads"))
 
     def validate(self) -> None:
-        for name in ("max_query_length", "max_doc_length", "lora_rank", "lora_alpha", "lexical_width", "bias_sample"):
+        for name in ("lora_rank", "lora_alpha", "lexical_width", "bias_sample"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"must be a positive integer, got {value!r}", field=name)
         if not 0.0 <= self.lora_dropout < 1.0:
             raise InputError(f"must be in [0, 1), got {self.lora_dropout!r}", field="lora_dropout")
@@ -110,35 +130,24 @@ class ModelArguments:
             for name in ("lexical_layer", "bias_target_df"):
                 if getattr(self, name) is not None:
                     raise InputError(f"a dense model has no {name.split('_')[0]} (sparse only)", field=name)
-        self.card()  # the card's own checks (variant, lengths, scale, ...)
-
-    def parsed_logit_scale(self) -> float | str | None:
-        value = self.logit_scale
-        if value is None or value == "auto":
-            return value
-        if isinstance(value, str) and value.lower() in ("none", "null"):
-            return None
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise InputError(f"must be a number, 'auto' or none, got {value!r}", field="logit_scale") from None
-        if not (number > 0 and math.isfinite(number)):
-            raise InputError(f"must be a positive finite number, got {value!r}", field="logit_scale")
-        return number
+        self.card()  # the card's own checks (variant, lengths, scales, ...)
 
     def card(self, **extra: Any) -> ModelCard:
-        """The card of the model being trained (heads' files are filled in when saved)."""
-        values = dict(backbone=self.backbone, variant=self.variant, add_bos=self.add_bos,
-                      query_prefix=self.query_prefix, doc_prefix=self.doc_prefix,
-                      max_query_length=self.max_query_length, max_doc_length=self.max_doc_length,
-                      logit_scale=self.parsed_logit_scale(), quant_scale=self.quant_scale, name=self.model_name,
-                      query_top_k=self.query_top_k, doc_top_k=self.doc_top_k, expansion=self.expansion,
-                      expansion_weight=self.expansion_weight, representation=self.representation,
-                      dense_pooling=self.dense_pooling)
+        """The card of the model being trained (heads' files and the lexical layer are filled in when saved)."""
+        values = {name: getattr(self, name) for name in CARD_OPTIONS if name != "lexical_layer"}
         try:
-            return ModelCard(**{**values, **extra})
-        except InputError as exc:
-            raise InputError(exc.message, field=exc.field) from None
+            if isinstance(values["logit_scale"], str):
+                values["logit_scale"] = parse_card_value("logit_scale", values["logit_scale"])
+            return ModelCard(**{**values, "name": self.model_name, **extra})
+        except (InputError, ModelSpecError) as exc:
+            raise InputError(getattr(exc, "message", str(exc)), field=getattr(exc, "field", "logit_scale")) from None
+
+
+ModelArguments = dataclasses.make_dataclass(
+    "ModelArguments", card_options(), bases=(TrainableParts,), namespace={
+        "__doc__": "The model being trained: its card (what changes a vector; the card fields of "
+                   ":data:`CARD_OPTIONS`) and which of its parts learn (:class:`TrainableParts`).",
+        "__module__": __name__})
 
 
 @dataclass

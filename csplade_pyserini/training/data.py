@@ -10,7 +10,7 @@ memory.
 
 All readers produce :class:`TrainingExample` (a query, its positives and its negatives as
 :class:`Passage`), and :func:`make_groups` turns one example into the ``[positive] + negatives`` group
-that :func:`~csplade_pyserini.training.losses.info_nce` expects, reproducibly from a seeded RNG.
+that :class:`~csplade_pyserini.training.losses.InfoNCELoss` expects, reproducibly from a seeded RNG.
 """
 
 from __future__ import annotations
@@ -409,3 +409,127 @@ def load_examples(data_args) -> list[TrainingExample]:
     if data_args.max_examples:
         examples = examples[:data_args.max_examples]
     return examples
+
+
+# --- a run's data: examples, filtered negatives, pseudo-queries, held-out validation queries -----------
+PSEUDO_PREFIX = "pseudo:"  # the query ids of title -> text pseudo-queries
+
+
+@dataclass
+class TrainingData:
+    examples: list[TrainingExample]
+    queries: dict[str, str]  # every query text by id (training, pseudo and validation)
+    docs: dict[str, str]  # every document text by id (the whole corpus for a BEIR folder)
+    teacher: dict[str, dict[str, float]] | None
+    positives: dict[str, set[str]]  # every judged-relevant document of a query (false-negative masking)
+    validation: list[str]  # held-out query ids
+    validation_qrels: dict[str, dict[str, int]]
+
+
+def load_training_data(data_args, seed: int, objective: str) -> TrainingData:
+    """Examples with their negatives filtered, pseudo-queries, and the held-out validation queries."""
+    from csplade_pyserini.training.validation import holdout_queries
+
+    examples = load_examples(data_args)
+    folder = Path(data_args.data) if data_args.data and Path(data_args.data).is_dir() else None
+    docs = {e.docid: e.text for ex in examples for e in [*ex.positives, *ex.negatives]}
+    positives: dict[str, set[str]] = {}
+    for ex in examples:
+        positives.setdefault(ex.query_id, set()).update(p.docid for p in ex.positives)
+    corpus = None
+    if folder is not None:
+        corpus = list(read_corpus(folder))
+        docs = {d.docid: d.contents for d in corpus}
+    validation: list[str] = []
+    validation_qrels: dict[str, dict[str, int]] = {}
+    if data_args.validation_queries:
+        source = Path(data_args.validation_data) if data_args.validation_data else folder
+        if source is None:
+            raise InputError("validation needs a BEIR folder (--validation-data, or --data as a folder); "
+                             "or pass --validation-queries 0", field="validation_data")
+        validation_qrels = load_qrels(beir_file(source, "qrels", data_args.validation_split))
+        validation = holdout_queries(validation_qrels, data_args.validation_queries, seed)
+        if source == folder:
+            held = set(validation)
+            before = len(examples)
+            examples = [e for e in examples if e.query_id not in held]
+            logger.info("%d validation queries held out of training (%d training queries left)",
+                        before - len(examples), len(examples))
+    teacher = None
+    if data_args.teacher_scores:
+        teacher = read_teacher_scores(data_args.teacher_scores)
+    elif objective != "cl":
+        raise InputError(f"objective {objective} needs teacher scores (--teacher-scores, from `train score-teacher`)",
+                         field="teacher_scores")
+    examples = filter_negatives(examples, data_args, teacher, required=objective != "cl")
+    queries = {e.query_id: e.query for e in examples}
+    if validation:
+        source = Path(data_args.validation_data) if data_args.validation_data else folder
+        texts = read_queries(beir_file(source, "queries"))
+        queries.update({q: texts[q] for q in validation})
+    if data_args.pseudo_queries:
+        if corpus is None:
+            raise InputError("pseudo-queries need a BEIR folder as --data", field="pseudo_queries")
+        pseudo = pseudo_query_examples(corpus, data_args, seed)
+        examples.extend(pseudo)
+        queries.update({e.query_id: e.query for e in pseudo})
+        for e in pseudo:
+            positives[e.query_id] = {p.docid for p in e.positives}
+    if not examples:
+        raise InputError("no usable training example", field="data")
+    return TrainingData(examples, queries, docs, teacher, positives, validation, validation_qrels)
+
+
+def filter_negatives(examples: list[TrainingExample], data_args, teacher, required: bool) -> list[TrainingExample]:
+    """Drop likely false negatives: the top ``--skip-top-negatives`` candidates, and (with a teacher and
+    ``--teacher-margin``) every candidate the teacher scores above ``positive - margin``. With a teacher
+    required (kd, clkd), candidates without a teacher score are dropped too."""
+    kept, dropped, skipped_queries = [], 0, 0
+    for e in examples:
+        negatives = e.negatives[data_args.skip_top_negatives:data_args.skip_top_negatives + data_args.negative_depth]
+        positives = e.positives
+        if teacher is not None:
+            row = teacher.get(e.query_id, {})
+            if required:
+                positives = [p for p in positives if p.docid in row]
+                negatives = [n for n in negatives if n.docid in row]
+            if data_args.teacher_margin is not None and positives:
+                floor = min(row.get(p.docid, float("inf")) for p in positives) - data_args.teacher_margin
+                before = len(negatives)
+                negatives = [n for n in negatives if row.get(n.docid, float("-inf")) < floor]
+                dropped += before - len(negatives)
+        if not positives or (data_args.negatives and not negatives):
+            skipped_queries += 1
+            continue
+        kept.append(TrainingExample(e.query_id, e.query, positives, negatives))
+    if dropped or skipped_queries:
+        logger.info("negatives: %d dropped by the teacher margin; %d queries without positives or negatives skipped",
+                    dropped, skipped_queries)
+    return kept
+
+
+def pseudo_query_examples(corpus, data_args, seed: int) -> list[TrainingExample]:
+    """Title -> text pseudo-queries: each titled document's title is a query whose positive is the
+    document; negatives are the documents sharing the most title words (a cheap lexical ranking)."""
+    from collections import Counter, defaultdict
+
+    titled = [d for d in corpus if d.title and d.text]
+    words = {d.docid: {w for w in d.title.lower().split() if len(w) > 3} for d in titled}
+    frequency = Counter(w for ws in words.values() for w in ws)
+    postings: dict[str, list[str]] = defaultdict(list)
+    for d in titled:
+        for w in words[d.docid]:
+            if frequency[w] <= 200:
+                postings[w].append(d.docid)
+    contents = {d.docid: d.contents for d in corpus}
+    rng = random.Random(f"pseudo:{seed}")
+    out = []
+    for d in titled:
+        shared = Counter(o for w in words[d.docid] for o in postings[w] if o != d.docid)
+        ranked = [o for o, _ in shared.most_common(data_args.negative_depth)]
+        if len(ranked) < data_args.negatives:
+            ranked += rng.sample(list(contents), data_args.negatives)
+        negatives = [Passage(o, contents[o]) for o in ranked if o != d.docid]
+        out.append(TrainingExample(f"{PSEUDO_PREFIX}{d.docid}", d.title, [Passage(d.docid, d.contents)], negatives))
+    logger.info("%d title -> text pseudo-queries", len(out))
+    return out

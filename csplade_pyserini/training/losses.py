@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from csplade_pyserini.errors import InputError
+from csplade_pyserini.training.distributed import gather, world
 
 IGNORE_INDEX = -100
 
@@ -182,50 +183,6 @@ def group_targets(n_queries: int, group_size: int, device=None) -> torch.Tensor:
     return torch.arange(n_queries, device=device) * group_size
 
 
-def world() -> tuple[int, int]:
-    """(rank, world size) of the torch.distributed job, (0, 1) outside one."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-_GATHER_GROUP = None
-
-
-def _gather_group():
-    """A process group of its own for the gathers: DDP all-reduces gradient buckets on the default group
-    while the backward pass runs, and the gather's backward is a collective too; on one group the two can
-    pair up across processes in different orders (seen with gloo: wrong gradients, no error)."""
-    global _GATHER_GROUP
-    if _GATHER_GROUP is None:
-        import torch.distributed as dist
-
-        _GATHER_GROUP = dist.new_group(list(range(dist.get_world_size())))
-    return _GATHER_GROUP
-
-
-def gather(tensor: torch.Tensor) -> torch.Tensor:
-    """Every process's ``tensor`` concatenated along dim 0, rank order; gradients flow back to each
-    process's own part (``torch.distributed.nn``), so that the documents of the whole global batch are
-    negatives for every query. The identity outside a distributed job. Every process must hold the same
-    number of rows."""
-    rank, size = world()
-    if size == 1:
-        return tensor
-    group = _gather_group()
-    if tensor.requires_grad:
-        from torch.distributed.nn.functional import all_gather
-
-        return torch.cat(all_gather(tensor.contiguous(), group=group), dim=0)
-    import torch.distributed as dist
-
-    parts = [torch.empty_like(tensor) for _ in range(size)]
-    dist.all_gather(parts, tensor.contiguous(), group=group)
-    return torch.cat(parts, dim=0)
-
-
 def false_negative_mask(batch: dict, n_queries: int, group_size: int, doc_keys: torch.Tensor | None,
                         offset: int) -> torch.Tensor | None:
     """``[Q, D]``: True where document ``j`` is judged relevant to query ``i`` (by the batch's
@@ -311,6 +268,11 @@ class CombinedLoss(torch.nn.Module):
         self.losses = torch.nn.ModuleDict(losses)
         self.weights = dict(weights)
 
+    @property
+    def scale(self) -> "ScoreScale | None":
+        """The score scale its parts share (CL and KD use one), if any."""
+        return next((loss.scale for loss in self.losses.values() if getattr(loss, "scale", None) is not None), None)
+
     def forward(self, q: torch.Tensor, d: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
         parts: dict[str, torch.Tensor] = {}
         for loss in self.losses.values():
@@ -322,34 +284,72 @@ class CombinedLoss(torch.nn.Module):
 
 
 class SpladeLoss(torch.nn.Module):
-    """A main retrieval loss plus FLOPS on queries and documents, their weights ramped up quadratically
-    over the first ``ramp_fraction`` of training (:func:`~.schedules.flops_weight`).
+    """A main retrieval loss plus FLOPS on queries and documents (Sentence Transformers' ``SpladeLoss``
+    shape). Returns every named part, ``loss`` being the total to minimise.
 
-    Returns every named part, ``loss`` being the total to minimise. ``sparse=False`` (a dense model) leaves
-    the FLOPS terms out, weights and log alike: they measure posting-list cost, which dense vectors lack."""
+    The FLOPS weights ramp up quadratically over the first ``ramp_fraction`` of training
+    (:func:`~.schedules.flops_weight`); :class:`~.schedules.FlopsScheduleCallback` moves them with the
+    Trainer's step through :meth:`schedule`, so ``forward`` needs no step."""
 
     def __init__(self, main: torch.nn.Module, query_flops: float = 0.0, doc_flops: float = 0.0,
-                 ramp_fraction: float = 1 / 3, sparse: bool = True):
+                 ramp_fraction: float = 1 / 3):
         super().__init__()
-        if not sparse and (query_flops or doc_flops):
-            raise InputError("FLOPS regularisation is for sparse models; set --flops-query-weight and "
-                             "--flops-doc-weight to 0 with --representation dense", field="flops_query_weight")
         self.main = main
         self.query_flops, self.doc_flops, self.ramp_fraction = query_flops, doc_flops, ramp_fraction
-        self.sparse = sparse
+        self.schedule(0, 1)
 
-    def forward(self, q: torch.Tensor, d: torch.Tensor, batch: dict, step: int = 0,
-                total_steps: int = 1) -> dict[str, torch.Tensor]:
+    @property
+    def scale(self) -> "ScoreScale | None":
+        return getattr(self.main, "scale", None)
+
+    def schedule(self, step: int, total_steps: int) -> None:
+        """The FLOPS weights at ``step`` of ``total_steps``."""
         from csplade_pyserini.training.schedules import flops_weight
 
+        self.lambda_q = flops_weight(step, total_steps, self.query_flops, self.ramp_fraction)
+        self.lambda_d = flops_weight(step, total_steps, self.doc_flops, self.ramp_fraction)
+
+    def forward(self, q: torch.Tensor, d: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
         parts = dict(self.main(q, d, batch))
         main = parts.pop("main") if "main" in parts else sum(parts.values())
-        if not self.sparse:
-            parts["loss"] = main
-            return parts
-        lambda_q = flops_weight(step, total_steps, self.query_flops, self.ramp_fraction)
-        lambda_d = flops_weight(step, total_steps, self.doc_flops, self.ramp_fraction)
         # the regulariser of the global batch (every process's vectors), as a single process would see it
         parts["flops_q"], parts["flops_d"] = flops(gather(q)), flops(gather(d))
-        parts["loss"] = main + lambda_q * parts["flops_q"] + lambda_d * parts["flops_d"]
+        parts["loss"] = main + self.lambda_q * parts["flops_q"] + self.lambda_d * parts["flops_d"]
         return parts
+
+
+class DenseLoss(torch.nn.Module):
+    """A dense model's loss (Lion-DS): the main retrieval loss alone. FLOPS measures posting-list cost,
+    which dense vectors do not have."""
+
+    def __init__(self, main: torch.nn.Module):
+        super().__init__()
+        self.main = main
+
+    @property
+    def scale(self) -> "ScoreScale | None":
+        return getattr(self.main, "scale", None)
+
+    def forward(self, q: torch.Tensor, d: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        parts = dict(self.main(q, d, batch))
+        parts["loss"] = parts.pop("main") if "main" in parts else sum(parts.values())
+        return parts
+
+
+def build_loss(args, dense: bool = False) -> SpladeLoss | DenseLoss:
+    """The run's objective from ``--objective``, in one line per case. A dense model's scores are cosine-like
+    (at most 1), divided by the fixed ``--dense-temperature`` as Lion-DS does; it has no FLOPS terms."""
+    if dense and (args.flops_query_weight or args.flops_doc_weight):
+        raise InputError("FLOPS regularisation is for sparse models; set --flops-query-weight and "
+                         "--flops-doc-weight to 0 with --representation dense", field="flops_query_weight")
+    if dense:
+        scale = ScoreScale(1.0 / args.dense_temperature, learnable=False, max_scale=1.0 / args.dense_temperature)
+    else:
+        scale = ScoreScale(args.score_scale, learnable=args.learn_score_scale)
+    kd = MarginMSELoss() if args.kd_loss == "margin-mse" else KLDistillationLoss(scale, args.teacher_temperature)
+    main = {"cl": InfoNCELoss(scale), "kd": kd,
+            "clkd": CombinedLoss({"cl": InfoNCELoss(scale), "kd": kd}, {"cl": 1 - args.kd_weight, "kd": args.kd_weight})
+            }[args.objective]
+    if dense:
+        return DenseLoss(main)
+    return SpladeLoss(main, args.flops_query_weight, args.flops_doc_weight, args.flops_ramp_fraction)

@@ -169,9 +169,55 @@ class SparseBiEncoder(torch.nn.Module):
         self.top_k_slack = top_k_slack
         self.loss_fn = loss
 
+    @classmethod
+    def build(cls, model_args, training_args) -> "SparseBiEncoder":
+        """The model a run trains, from its options (Tevatron's ``EncoderModel.build``): the backbone (with
+        the ``--init-checkpoint`` adapter), frozen below ``--frozen-layers``, LoRA or full training above,
+        the heads, and the run's loss. ``frozen_layers`` (None: nothing frozen) and ``num_layers`` tell the
+        run whether to cache the frozen bottom."""
+        from csplade_pyserini.training.losses import build_loss
+
+        model, tokenizer, init_card, init_dir, base_adapter = load_backbone(model_args, str(training_args.device))
+        total = num_layers(model)
+        frozen = frozen_layer_count(model_args.frozen_layers, total)
+        model = make_trainable(model, model_args, frozen)
+        encoder = build_encoder(model_args, model, tokenizer, init_card, init_dir, base_adapter=base_adapter)
+        lexical_layer = encoder.card.lexical_layer if encoder.lexical is not None else None
+        if frozen is not None and frozen < total and lexical_layer is not None and lexical_layer < frozen:
+            raise InputError(f"the lexical head reads layer {lexical_layer}, inside the {frozen} frozen layers; "
+                             f"freeze at most {lexical_layer} layers (or 'all')", field="frozen_layers")
+        bi_encoder = cls(encoder, start_layer=frozen or 0, top_k_slack=training_args.train_top_k_slack,
+                         loss=build_loss(training_args, dense=encoder.card.is_dense),
+                         use_pooled=frozen == total and not encoder.card.is_dense)
+        bi_encoder.frozen_layers, bi_encoder.num_layers = frozen, total
+        return bi_encoder
+
     @property
     def card(self) -> ModelCard:
         return self.encoder.card
+
+    def score_scale(self) -> float:
+        """The loss's inverse temperature now (NaN for a loss without one: MarginMSE)."""
+        scale = getattr(self.loss_fn, "scale", None)
+        return float(scale.value) if scale is not None else float("nan")
+
+    def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        """The trainable parameters by optimizer group, each with its own learning rate: ``backbone`` (LoRA or
+        full layers), ``head`` (lexical head, channel weight), ``bias`` (the logit bias), ``scale`` (the
+        loss's inverse temperature)."""
+        groups: dict[str, list] = {"backbone": [], "head": [], "bias": [], "scale": []}
+        for name, parameter in self.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            if name.endswith("log_scale"):
+                groups["scale"].append(parameter)
+            elif name.endswith("logit_bias"):
+                groups["bias"].append(parameter)
+            elif ".lexical." in name or name.endswith("expansion_weight"):
+                groups["head"].append(parameter)
+            else:
+                groups["backbone"].append(parameter)
+        return {name: params for name, params in groups.items() if params}
 
     def encode(self, features: dict, kind: str) -> torch.Tensor:
         ids, attention, pool = features["input_ids"], features["attention_mask"], features["pool_mask"]
@@ -203,11 +249,11 @@ class SparseBiEncoder(torch.nn.Module):
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None, **_) -> None:
         self.activation_checkpointing_enable(gradient_checkpointing_kwargs)
 
-    def forward(self, query: dict, docs: dict, step: int = 0, total_steps: int = 1, **batch) -> dict:
+    def forward(self, query: dict, docs: dict, **batch) -> dict:
         """The loss's named parts (``loss`` is the total) and the batch's mean terms per query and document;
         ``batch`` holds what the collator adds (group size, keys, teacher scores)."""
         q, d = self.encode(query, "query"), self.encode(docs, "doc")
-        parts = dict(self.loss_fn(q, d, batch, step, total_steps))
+        parts = dict(self.loss_fn(q, d, batch))
         if self.card.is_dense:
             return parts
         with torch.no_grad():

@@ -1,10 +1,12 @@
-"""The FLOPS-weight warm-up.
+"""The FLOPS-weight warm-up, and the Trainer callback that moves it with the step.
 
 The learning-rate schedule is transformers' own (``TrainingArguments``: linear warm-up then cosine decay
 to 0, used by both papers); it is not re-implemented here.
 """
 
 from __future__ import annotations
+
+from transformers import TrainerCallback
 
 
 def flops_weight(step: int, total_steps: int, max_weight: float, ramp_fraction: float = 1 / 3) -> float:
@@ -27,3 +29,16 @@ def flops_weight(step: int, total_steps: int, max_weight: float, ramp_fraction: 
     if ramp_steps <= 0:
         return float(max_weight)
     return float(max_weight) * min(1.0, step / ramp_steps) ** 2
+
+
+class FlopsScheduleCallback(TrainerCallback):
+    """Sets the loss's FLOPS weights for each optimizer step (Sentence Transformers'
+    ``SpladeLambdaSchedulerCallback``, Tevatron's ``FlopsScheduler``): the loss's ``schedule(step, total)``
+    is called before the step's first micro-batch, so a resumed run continues the ramp where it was."""
+
+    def __init__(self, loss):
+        self.loss = loss
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if hasattr(self.loss, "schedule"):
+            self.loss.schedule(state.global_step, max(1, state.max_steps))

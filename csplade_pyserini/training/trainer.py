@@ -78,14 +78,16 @@ class _Indices(torch.utils.data.Dataset):
 
 
 class SparseTrainer(Trainer):
-    def __init__(self, model, args, loss, collator, batch_sampler, validation=None, **kwargs):
-        self.loss_fn = loss
+    """The model (:class:`~.model.SparseBiEncoder`) owns its loss and declares its optimizer groups; the
+    FLOPS ramp follows the step through :class:`~.schedules.FlopsScheduleCallback`."""
+
+    def __init__(self, model, args, collator, batch_sampler, validation=None, **kwargs):
+        from csplade_pyserini.training.schedules import FlopsScheduleCallback
+
         self.batch_sampler = batch_sampler
         self.validation = validation
         self.best_metric: float | None = None
         self._parts: dict[str, list[float]] = defaultdict(list)
-        if model.loss_fn is None:  # the loss (and its score scale) runs and trains inside the model's forward
-            model.loss_fn = loss
         if args.eval_strategy not in (None, "no") and validation is None:
             from csplade_pyserini.errors import InputError
 
@@ -93,7 +95,8 @@ class SparseTrainer(Trainer):
                              field="eval_strategy")
         super().__init__(model=model, args=args, data_collator=collator, train_dataset=_Indices(len(collator.examples)),
                          eval_dataset=_Indices(1) if validation is not None else None,
-                         callbacks=[JsonLogCallback(args.output_dir)], **kwargs)
+                         callbacks=[JsonLogCallback(args.output_dir), FlopsScheduleCallback(model.loss_fn)],
+                         **kwargs)
 
     # --- data ----------------------------------------------------------------------------------------
     def get_train_dataloader(self):
@@ -103,19 +106,13 @@ class SparseTrainer(Trainer):
 
     # --- loss ----------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        parts = model(**inputs, step=self.state.global_step, total_steps=max(1, self.state.max_steps))
+        parts = model(**inputs)
         with torch.no_grad():
             for name, value in parts.items():
                 if name != "loss":
                     self._parts[name].append(float(value))
-            self._parts["score_scale"].append(float(self.loss_fn_scale()))
+            self._parts["score_scale"].append(self.accelerator.unwrap_model(model).score_scale())
         return (parts["loss"], parts) if return_outputs else parts["loss"]
-
-    def loss_fn_scale(self) -> float:
-        for module in self.loss_fn.modules():
-            if hasattr(module, "log_scale"):
-                return float(module.value)
-        return float("nan")
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self._parts and "loss" in logs:
@@ -128,23 +125,12 @@ class SparseTrainer(Trainer):
         if self.optimizer is not None:
             return self.optimizer
         args = self.args
-        groups: dict[str, list] = {"backbone": [], "head": [], "bias": [], "scale": []}
-        for name, parameter in self.model.named_parameters():
-            if not parameter.requires_grad:
-                continue
-            if name.endswith("log_scale"):
-                groups["scale"].append(parameter)
-            elif name.endswith("logit_bias"):
-                groups["bias"].append(parameter)
-            elif ".lexical." in name or name.endswith("expansion_weight"):
-                groups["head"].append(parameter)
-            else:
-                groups["backbone"].append(parameter)
+        groups = self.accelerator.unwrap_model(self.model).parameter_groups()
         rates = {"backbone": args.learning_rate, "head": args.head_learning_rate or args.learning_rate,
                  "bias": args.bias_learning_rate or args.learning_rate, "scale": args.scale_learning_rate}
         param_groups = [{"params": params, "lr": rates[name], "name": name,
                          "weight_decay": args.weight_decay if name == "backbone" else 0.0}
-                        for name, params in groups.items() if params]
+                        for name, params in groups.items()]
         if not param_groups:
             raise ValueError("nothing to train: every parameter is frozen")
         if str(getattr(args.optim, "value", args.optim)).lower() == "sgd":  # updates linear in the gradients

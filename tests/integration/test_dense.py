@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_tiny_llama, run_python, scifact_slice
+
 from csplade_pyserini.errors import InputError, ModelSpecError
 from csplade_pyserini.model.card import ModelCard
 from csplade_pyserini.model.dense import pool_dense

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FIXTURES
 
 from csplade_pyserini.errors import InputError
 from csplade_pyserini.training.data import (
@@ -27,7 +28,7 @@ from csplade_pyserini.training.data import (
 )
 from csplade_pyserini.training.packing import pack_sequences
 
-FIXTURES = Path(__file__).parent / "fixtures" / "training"
+FIXTURES = FIXTURES / "training"
 SCIFACT = Path("/work/shared/data/beir/scifact")
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import make_tiny_llama, shared
 
 pytest.importorskip("sentence_transformers", minversion="5.0")  # in the test extras: installed by `make test`

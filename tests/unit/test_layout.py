@@ -6,7 +6,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "csplade_pyserini"
+from conftest import REPO
+
+PACKAGE = REPO / "csplade_pyserini"
 
 
 def module_name(path: Path) -> str:

@@ -12,8 +12,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from conftest import shared
+
 from csplade_pyserini.integration import pyserini2
 
 EVAL = f"{pyserini2.FETCH_PREFIX}eval/0b4acbd929edd11edfd16250457fb70ff69e9b4f/"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import scifact_slice
 
 
@@ -87,6 +86,7 @@ def test_weight_quantized_queries_agree_with_float32(mode, packable_checkpoint, 
 def test_quantized_dense_vectors_stay_close(tokenizer_dir, tmp_path, one_thread):
     """A dense model quantised int8 (weights and activations) keeps each query's vector: cosine >= 0.99."""
     from conftest import make_tiny_llama
+
     from csplade_pyserini.model.encoder import CspladeModel
 
     folder = make_tiny_llama(tmp_path / "dense", tokenizer_dir, representation="dense", doc_top_k=None,

@@ -9,7 +9,11 @@ import torch
 
 from csplade_pyserini.errors import InputError
 from csplade_pyserini.vectors.jsonvec import JsonVectorWriter, info_path, read_vectors
-from csplade_pyserini.vectors.quantize import quantize_tensor, quantize_vector, quantize_weight
+from csplade_pyserini.vectors.quantize import (
+    quantize_tensor,
+    quantize_vector,
+    quantize_weight,
+)
 from csplade_pyserini.vectors.terms import TermMap, escape_term, unescape_term
 
 

@@ -9,6 +9,8 @@ import torch
 
 from csplade_pyserini.training.losses import (
     AdaptationLoss,
+    InfoNCELoss,
+    ScoreScale,
     adaptation_loss,
     clm_loss,
     flops,
@@ -17,7 +19,6 @@ from csplade_pyserini.training.losses import (
     relu_clm_loss,
     shift_labels,
 )
-from csplade_pyserini.training.losses import InfoNCELoss, ScoreScale
 from csplade_pyserini.training.schedules import flops_weight
 
 

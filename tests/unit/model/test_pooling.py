@@ -7,7 +7,11 @@ import math
 import pytest
 import torch
 
-from csplade_pyserini.model.pooling import max_pool_lm_head, naive_splade_pool, splade_activation
+from csplade_pyserini.model.pooling import (
+    max_pool_lm_head,
+    naive_splade_pool,
+    splade_activation,
+)
 from csplade_pyserini.model.sparse import SparseEncoder
 
 

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import run_python
-
-from test_training import options  # the toy set and the tiny backbone of the training tests
-from test_training import workdir  # noqa: F401  (fixture)
+from safetensors.torch import load_file
+from test_training_runs import (
+    options,  # the toy set and the tiny backbone of the training tests
+    workdir,  # noqa: F401  (fixture)
+)
 
 TOLERANCE = 1e-5
 

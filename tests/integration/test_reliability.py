@@ -1,7 +1,8 @@
 """Reliability: no data loss, correct scores on partial runs, strict inputs on every path.
 
-One test (or a few) per defect of the reliability issue, each failing on the code before the fix;
-the CLIs run as a user types them, on a tiny random model and real SciFact slices.
+Fault injection: outputs that exist or are not plain files, kills and signals at any moment, resumes,
+concurrent writers, full disks, damaged checkpoints and malformed input; the CLIs run as a user types
+them, on a tiny random model and real SciFact slices.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import run_python, scifact_slice
+
 from csplade_pyserini.errors import InputError
 
 
@@ -37,7 +38,7 @@ def vectors_of(folder: Path) -> dict:
     return {r["id"]: r["vector"] for r in read_vectors(folder)}
 
 
-# --- 1. no data loss ----------------------------------------------------------------------------------
+# --- no data loss ----------------------------------------------------------------------------------
 def test_existing_outputs_are_refused_without_overwrite_and_inputs_are_never_replaced(tiny_checkpoint, data, tmp_path):
     corpus, _, _ = data
     spec = f"csplade:{tiny_checkpoint}"
@@ -62,7 +63,7 @@ def test_existing_outputs_are_refused_without_overwrite_and_inputs_are_never_rep
     assert vectors_of(tmp_path / "vectors") == first
 
 
-# --- 2. partial runs -------------------------------------------------------------------------------------
+# --- partial runs -------------------------------------------------------------------------------------
 def test_a_run_lacking_topics_scores_as_trec_eval_minus_c(tmp_path):
     import re
 
@@ -82,7 +83,7 @@ def test_a_run_lacking_topics_scores_as_trec_eval_minus_c(tmp_path):
     assert ours["nDCG@10"] > 0.005  # 3 perfect-ish topics of 300, not rescaled twice (was 0.0001)
 
 
-# --- 3. a model that does not match the index -------------------------------------------------------
+# --- a model that does not match the index -------------------------------------------------------
 def test_a_query_encoder_that_differs_from_the_index_model_is_refused(tiny_checkpoint, data, tmp_path):
     corpus, topics, _ = data
     built = f"csplade:{tiny_checkpoint},variant=echo,max_doc_length=32"
@@ -97,7 +98,7 @@ def test_a_query_encoder_that_differs_from_the_index_model_is_refused(tiny_check
                "--encoder", f"csplade:{tiny_checkpoint},variant=echo", "--output", str(tmp_path / "run.txt"))
 
 
-# --- 4. numeric overflow -----------------------------------------------------------------------------
+# --- numeric overflow -----------------------------------------------------------------------------
 def test_weights_beyond_lucene_integers_are_refused(tiny_checkpoint, data, tmp_path):
     corpus, _, _ = data
     result = encode(f"csplade:{tiny_checkpoint},quant_scale=1e9", corpus, tmp_path / "v1", check=False)
@@ -112,7 +113,7 @@ def test_weights_beyond_lucene_integers_are_refused(tiny_checkpoint, data, tmp_p
     assert result.returncode == 2 and "integer impacts" in result.stderr and not (tmp_path / "i").exists()
 
 
-# --- 5. ids with whitespace ------------------------------------------------------------------------------
+# --- ids with whitespace ------------------------------------------------------------------------------
 def test_ids_with_whitespace_are_refused_at_index_time(tmp_path):
     vectors = tmp_path / "v"
     vectors.mkdir()
@@ -122,7 +123,7 @@ def test_ids_with_whitespace_are_refused_at_index_time(tmp_path):
     assert result.returncode == 2 and "docs-00000.jsonl:1" in result.stderr and "whitespace" in result.stderr
 
 
-# --- 6. the literal Pyserini path ----------------------------------------------------------------------
+# --- the literal Pyserini path ----------------------------------------------------------------------
 def test_literal_encode_reads_a_beir_folder_and_marks_partial_output(tiny_checkpoint, tmp_path):
     base = Path(scifact_slice(tmp_path / "d", n_queries=2, extra_docs=3)[0])
     (base / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "a query"}) + "\n")
@@ -152,7 +153,7 @@ def test_the_literal_encoder_refuses_empty_documents(tiny_checkpoint):
         encoder.encode(["fine text", "\u200b "], titles=["", ""])
 
 
-# --- 7. evaluate input handling --------------------------------------------------------------------
+# --- evaluate input handling --------------------------------------------------------------------
 @pytest.mark.parametrize("content, where, message", [
     ("1 Q0 d1 1 1.0\n", "run.txt:1", "expected 6 columns"),
     ("1 Q0 d1 1 high t\n", "run.txt:1", "score 'high' is not a number"),
@@ -188,7 +189,7 @@ def test_evaluate_qrels_problems_and_foreign_topics(tmp_path):
     assert result.returncode == 2 and "does not exist" in result.stderr
 
 
-# --- 8. empty documents --------------------------------------------------------------------------------
+# --- empty documents --------------------------------------------------------------------------------
 def test_an_empty_document_gets_no_terms_and_invisible_text_counts_as_empty(tiny_checkpoint, tmp_path):
     from csplade_pyserini.model.encoder import CspladeModel
 
@@ -201,7 +202,7 @@ def test_an_empty_document_gets_no_terms_and_invisible_text_counts_as_empty(tiny
     assert result.returncode == 2 and "is empty" in result.stderr
 
 
-# --- 9. arguments checked before anything loads -------------------------------------------------------
+# --- arguments checked before anything loads -------------------------------------------------------
 def test_search_checks_its_arguments_before_loading_anything(tmp_path):
     topics = tmp_path / "topics.tsv"
     topics.write_text("1\tsome query\n")
@@ -217,7 +218,7 @@ def test_search_checks_its_arguments_before_loading_anything(tmp_path):
     assert result.returncode == 2 and "no query" in result.stderr
 
 
-# --- 10. trec_eval's tie order ---------------------------------------------------------------------------
+# --- trec_eval's tie order ---------------------------------------------------------------------------
 def test_ties_are_ranked_as_trec_eval_ranks_them(tmp_path):
     from csplade_pyserini.runs.check import check_run
     from csplade_pyserini.search import write_trec_run
@@ -228,7 +229,7 @@ def test_ties_are_ranked_as_trec_eval_ranks_them(tmp_path):
     assert check_run(out).ok
 
 
-# --- 11. interruption ----------------------------------------------------------------------------------
+# --- interruption ----------------------------------------------------------------------------------
 def test_ctrl_c_prints_one_line(tmp_path):
     code = ("from csplade_pyserini.cli import run_cli\n"
             "def main(argv): raise KeyboardInterrupt\n"
@@ -396,7 +397,7 @@ def test_a_killed_index_leaves_no_orphan_and_a_rerun_gives_the_same_index(tiny_c
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")] == []
 
 
-# --- 12. concurrency -------------------------------------------------------------------------------------
+# --- concurrency -------------------------------------------------------------------------------------
 def test_a_second_writer_of_the_same_output_is_refused(tiny_checkpoint, data, tmp_path):
     corpus, _, _ = data
     (tmp_path / "out.lock").write_text(f"{os.getpid()}\n")  # a live writer (this test process)
@@ -404,7 +405,7 @@ def test_a_second_writer_of_the_same_output_is_refused(tiny_checkpoint, data, tm
     assert result.returncode == 2 and "another process" in result.stderr and not (tmp_path / "out").exists()
 
 
-# --- 13. the user's umask ----------------------------------------------------------------------------------
+# --- the user's umask ----------------------------------------------------------------------------------
 def test_outputs_get_the_users_umask(tmp_path):
     from csplade_pyserini.atomic import atomic_dir, atomic_file
 

@@ -15,11 +15,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import run_python
-from csplade_pyserini.model.presets import PRESETS
+
 from csplade_pyserini.errors import ModelSpecError
+from csplade_pyserini.model.presets import PRESETS
 from csplade_pyserini.model.spec import card_from_spec
+
 
 def publish(cache: Path, repo_id: str, files: dict[str, Path]) -> None:
     """Put ``files`` (name -> local file) into the local hub cache as the snapshot of ``repo_id``."""

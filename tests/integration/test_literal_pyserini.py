@@ -11,8 +11,8 @@ import json
 import re
 
 import pytest
-
 from conftest import run_python, scifact_slice
+
 from csplade_pyserini.evaluation.measures import evaluate_run, measures_for
 
 

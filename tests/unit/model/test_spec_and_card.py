@@ -9,7 +9,11 @@ import pytest
 from csplade_pyserini.errors import InputError, ModelSpecError
 from csplade_pyserini.model.backbone import resolve_backbone
 from csplade_pyserini.model.card import ModelCard
-from csplade_pyserini.model.spec import BARE_BACKBONE_DEFAULTS, card_from_spec, parse_spec
+from csplade_pyserini.model.spec import (
+    BARE_BACKBONE_DEFAULTS,
+    card_from_spec,
+    parse_spec,
+)
 
 
 def test_parse_spec_forms():

@@ -5,7 +5,12 @@ from pathlib import Path
 from csplade_pyserini.model.card import ModelCard
 from csplade_pyserini.model.lexical import LexicalHead
 from csplade_pyserini.model.logit_bias import load_logit_bias
-from csplade_pyserini.model.spec import CARD_NAME, DEFAULT_MODEL_DIR, PACKAGED_MODELS, card_from_spec
+from csplade_pyserini.model.spec import (
+    CARD_NAME,
+    DEFAULT_MODEL_DIR,
+    PACKAGED_MODELS,
+    card_from_spec,
+)
 from csplade_pyserini.model.words import TermFrequencyHead
 
 SMOLLM2_VOCAB = 49152

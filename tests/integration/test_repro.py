@@ -12,13 +12,26 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import run_python, shared
+
 from csplade_pyserini.repro import matrix as mx
 from csplade_pyserini.repro.__main__ import main as repro_main
 from csplade_pyserini.repro.report import generate
-from csplade_pyserini.repro.runner import (ERROR, FAIL, NO_REFERENCE, OK, OKISH, PUBLISHED, QUICK, SKIPPED, Settings,
-                                           compare, load_results, plan, run_matrix)
+from csplade_pyserini.repro.runner import (
+    ERROR,
+    FAIL,
+    NO_REFERENCE,
+    OK,
+    OKISH,
+    PUBLISHED,
+    QUICK,
+    SKIPPED,
+    Settings,
+    compare,
+    load_results,
+    plan,
+    run_matrix,
+)
 
 VARIANTS = ("causal", "echo", "bidirectional")
 OBJECTIVES = ("cl", "kd", "clkd")
@@ -237,8 +250,9 @@ def _test_matrix(tmp_path: Path, expected_ndcg: float, published_ndcg: float) ->
 
 
 def test_wrong_expected_score_fails_with_non_zero_exit(tmp_path):
-    from csplade_pyserini.evaluation.measures import evaluate_run
     from ir_measures import nDCG
+
+    from csplade_pyserini.evaluation.measures import evaluate_run
 
     out = tmp_path / "out"
     run = _inject(out, "beir", "bm25-flat", "scifact", depth=4)
@@ -267,8 +281,9 @@ def test_wrong_expected_score_fails_with_non_zero_exit(tmp_path):
 def test_quick_results_are_labelled_and_never_ok(tmp_path):
     out = tmp_path / "out"
     run = _inject(out, "beir", "bm25-flat", "scifact", depth=4, quick=True)
-    from csplade_pyserini.evaluation.measures import evaluate_run
     from ir_measures import nDCG
+
+    from csplade_pyserini.evaluation.measures import evaluate_run
 
     got = round(evaluate_run(run, _scifact_qrels(), [nDCG @ 10])["nDCG@10"], 4)
     matrix = mx.load_matrix(_test_matrix(tmp_path, expected_ndcg=got, published_ndcg=0.75))

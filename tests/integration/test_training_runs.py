@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, run_python, shared
 from safetensors.torch import load_file
 
 from csplade_pyserini.errors import InputError
@@ -19,8 +20,6 @@ from csplade_pyserini.model.card import CARD_NAME, ModelCard
 from csplade_pyserini.model.encoder import CspladeModel
 from csplade_pyserini.training.config import parse_arguments
 from csplade_pyserini.training.trainer import read_log
-
-from conftest import run_python, shared
 
 RARE = ["zebra", "volcano", "saxophone", "glacier", "cactus", "lighthouse", "pyramid", "octopus"]
 FILLER = ["the report describes results", "a study of many things", "general notes about the weather",
@@ -240,7 +239,7 @@ def test_masked_next_token_adaptation_needs_the_bidirectional_variant(workdir, t
 
 
 # --- recipes and the CLI ---------------------------------------------------------------------------
-CONFIGS = Path(__file__).resolve().parent.parent / "csplade_pyserini" / "configs"
+CONFIGS = REPO / "csplade_pyserini" / "configs"
 
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in CONFIGS.glob("*.yaml") if not p.name.startswith("accelerate-")))

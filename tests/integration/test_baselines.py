@@ -2,11 +2,11 @@
 
 from itertools import islice
 
+from conftest import shared
+
 from csplade_pyserini.baselines import max_first_splade_encoder
 from csplade_pyserini.datasets import read_corpus
 from csplade_pyserini.integration.pyserini2 import safetensors_splade_loading
-
-from conftest import shared
 
 
 def test_max_first_splade_vectors_equal_pyserini_document_encoder():
@@ -49,11 +49,11 @@ def test_dense_baseline_through_faiss_ranks_by_cosine(tmp_path, monkeypatch):
     FaissSearcher; its run ranks each query's documents by cosine, as the model itself does."""
     import json
 
+    from conftest import scifact_slice
     from sentence_transformers import SentenceTransformer
 
     from csplade_pyserini import pipeline
     from csplade_pyserini.errors import InputError
-    from conftest import scifact_slice
 
     model_dir = tiny_sentence_transformer(tmp_path / "model")
     corpus, topics, qrels = scifact_slice(tmp_path / "data", n_queries=4, extra_docs=12)
