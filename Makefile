@@ -22,7 +22,7 @@ BENCH_ARGS ?=
 # the default model's DL19-pool impact index (bench-training builds it)
 DL19_INDEX ?= index/dl19-pool.csplade.runs-train-cpu-recipe-model-best
 
-.PHONY: install install-pyserini2 test-pyserini2 demo demo-quick train train-csplade test test-fast bench bench-zero-shot bench-encoding bench-retrieval bench-training bench-latency bench-query-profile bench-engines bench-dense clean-venv
+.PHONY: install install-pyserini2 test-pyserini2 demo demo-quick train train-csplade test test-fast bench bench-zero-shot bench-encoding bench-retrieval bench-training bench-latency bench-query-profile bench-engines bench-dense bench-concurrency clean-venv
 
 install: $(STAMP)
 
@@ -79,6 +79,10 @@ bench: bench-zero-shot bench-encoding bench-retrieval bench-training bench-laten
 bench-zero-shot: install
 	$(PIP) install -q -e ".[dense-baseline]"
 	$(PY) -m benchmarks.zero_shot $(BENCH_ARGS)
+
+# two encodes at once beside each other, under each OpenMP wait policy
+bench-concurrency: install
+	$(PY) -m benchmarks.concurrency $(BENCH_ARGS)
 
 bench-encoding: install
 	$(PY) -m benchmarks.encoding --docs 256 $(BENCH_ARGS)

@@ -30,7 +30,7 @@ from typing import Iterable, Sequence
 from tqdm import tqdm
 
 from csplade_pyserini.atomic import atomic_file
-from csplade_pyserini.cli import add_model_args, run_cli, set_threads
+from csplade_pyserini.cli import add_model_args, default_threads, run_cli, set_threads
 from csplade_pyserini.datasets import Document, read_corpus
 from csplade_pyserini.vectors.jsonvec import JsonVectorWriter, vector_line
 
@@ -187,13 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def launch_shards(args) -> int:
     """Run ``args.processes`` shard processes side by side and wait for all of them."""
-    import os
     import subprocess
     import sys
 
     n = args.processes
     devices = args.device.split(",")
-    threads = max(1, (args.threads or os.cpu_count() or 1) // n)
+    threads = max(1, (args.threads or default_threads()) // n)
     base = [sys.executable, "-m", "csplade_pyserini.encode", "--corpus", args.corpus, "--embeddings", args.embeddings,
             "--encoder", args.encoder, "--batch-size", str(args.batch_size), "--shard-size", str(args.shard_size),
             "--shard-num", str(n), "--threads", str(threads), "--block-size", str(args.block_size)]

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
-from csplade_pyserini.cli import run_cli
+from csplade_pyserini.cli import default_threads, run_cli
 from csplade_pyserini.index import build_index, is_index_folder
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="JsonVectorCollection folder")
     parser.add_argument("--index", required=True, help="output index folder")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--no-validate", action="store_true", help="skip the vector check (large collections)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing index (only one this toolkit built)")

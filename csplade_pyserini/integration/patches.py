@@ -54,10 +54,14 @@ def require(module, *names: str) -> None:
 
 
 def prepare_environment() -> None:
-    """Before ``pyserini`` executes: Java 21+, and offline topics/qrels where Anserini looks for them."""
+    """Before ``pyserini`` executes: Java 21+, offline topics/qrels where Anserini looks for them, and
+    OpenMP's passive wait policy for the torch Pyserini is about to load (:func:`~csplade_pyserini.cli.
+    prefer_passive_openmp`)."""
     global _JAVA_HOME
+    from csplade_pyserini.cli import prefer_passive_openmp
     from csplade_pyserini.paths import topics_dir
 
+    prefer_passive_openmp()
     _JAVA_HOME = java.configure_java()
     java.link_offline_topics(topics_dir())
 

@@ -14,11 +14,10 @@ with --generate-report, <collection>.md, <collection>.html and two PNG plots.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from csplade_pyserini.cli import run_cli
+from csplade_pyserini.cli import default_threads, run_cli
 from csplade_pyserini.errors import InputError
 from csplade_pyserini.repro.matrix import COLLECTIONS, canonical_collection, load_matrix
 from csplade_pyserini.repro.report import generate
@@ -65,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         for condition in matrix.conditions:
             print(condition.name)
         return 0
-    settings = Settings(output=Path(args.output), threads=args.threads or os.cpu_count() or 1,
+    settings = Settings(output=Path(args.output), threads=args.threads or default_threads(),
                         batch_size=args.batch_size, device=args.device, quick=args.quick,
                         allow_download=args.allow_download, rerun=args.rerun, dry_run=args.dry_run,
                         skip_eval=args.skip_eval, display_commands=args.display_commands,

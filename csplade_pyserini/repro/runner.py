@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from csplade_pyserini.atomic import atomic_file
+from csplade_pyserini.cli import default_threads
 from csplade_pyserini.datasets import LOCAL_COLLECTIONS, local_collection
 from csplade_pyserini.paths import shared_dir
 from csplade_pyserini.repro.matrix import Condition, Expectation, Matrix, TopicColumn, render
@@ -51,7 +52,7 @@ STAT_KEYS = ("index_mb", "terms_per_doc", "terms_per_query", "postings_per_query
 @dataclass
 class Settings:
     output: Path = Path("eval/repro")
-    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    threads: int = field(default_factory=default_threads)
     batch_size: int = 64
     device: str = "cpu"
     quick: bool = False

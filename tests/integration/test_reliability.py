@@ -267,10 +267,11 @@ def test_sigint_while_the_jvm_starts_ends_the_process_promptly():
     time.sleep(3.0)
     process.send_signal(signal.SIGINT)
     try:
-        assert process.wait(timeout=10) != 0
+        # alone it ends within 2 s; the bound leaves room for a loaded machine (a hang is for ever)
+        assert process.wait(timeout=20) != 0
     except subprocess.TimeoutExpired:
         process.kill()
-        raise AssertionError("still running 10 s after SIGINT")
+        raise AssertionError("still running 20 s after SIGINT")
 
 
 def test_the_hook_adds_jvm_options_and_leaves_a_jnius_without_pyserini_alone():

@@ -4,6 +4,7 @@ card's own value parser: one source of truth for cards, specs and training."""
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import pytest
 
@@ -15,9 +16,10 @@ from csplade_pyserini.training.config import CARD_OPTIONS, TEXT_CARD_OPTIONS, Mo
 def test_every_card_option_has_the_cards_default_type_and_choices():
     card = ModelCard()
     options = {f.name: f for f in dataclasses.fields(ModelArguments)}
+    hints = typing.get_type_hints(ModelArguments)  # (HfArgumentParser rewrites Optional field types in place)
     for name in CARD_OPTIONS:
         assert options[name].default == getattr(card, name), name
-        assert options[name].type == TEXT_CARD_OPTIONS.get(name, card_field_type(name)), name
+        assert hints[name] == TEXT_CARD_OPTIONS.get(name, card_field_type(name)), name
         if name in CARD_CHOICES:
             assert options[name].metadata["choices"] == list(CARD_CHOICES[name])
     assert ModelArguments().card() == ModelCard()  # no option, no difference
