@@ -118,7 +118,7 @@ def guard_stage_folders(name: str) -> None:
 
 
 def run_csplade(task: Task, spec: str, args) -> dict:
-    from csplade_pyserini.encode import encode_documents
+    from csplade_pyserini.vectors.encoding import encode_documents
     from csplade_pyserini.index import build_index
     from csplade_pyserini.model.encoder import CspladeModel
     from csplade_pyserini.search import search

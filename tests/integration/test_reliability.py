@@ -314,7 +314,7 @@ def test_an_interrupted_encode_resumes_from_its_finished_blocks(tiny_model, data
     """Fault injection: the third block fails (as a kill would stop it); the rerun encodes only the blocks
     that were missing and writes exactly the vectors of an uninterrupted run."""
     from csplade_pyserini.datasets import read_corpus
-    from csplade_pyserini.encode import encode_documents
+    from csplade_pyserini.vectors.encoding import encode_documents
 
     corpus, _, _ = data
     documents = list(read_corpus(corpus))
