@@ -238,6 +238,15 @@ def test_ctrl_c_prints_one_line(tmp_path):
     assert result.returncode == 130 and result.stderr.strip() == "interrupted"
 
 
+def as_from_a_shell() -> None:
+    """The signal state a command gets from a shell: SIGINT and SIGTERM handled by default, not blocked. An
+    earlier test of the same pytest process can leave SIGINT ignored, which a child inherits (and a Python
+    started with SIGINT ignored keeps it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 JVM_START = ("import time\nfrom pyserini.search.lucene import LuceneSearcher\n"
              "from jnius import autoclass\nautoclass('io.anserini.search.SimpleSearcher')\ntime.sleep(60)\n")
 
@@ -248,7 +257,7 @@ def test_sigterm_while_the_jvm_starts_ends_the_process_at_once():
     in vm_exit while the main thread loads classes."""
     for delay in (1.0, 2.0, 3.0, 4.0):
         process = subprocess.Popen([sys.executable, "-c", JVM_START], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
+                                   stderr=subprocess.DEVNULL, preexec_fn=as_from_a_shell)
         time.sleep(delay)
         process.send_signal(signal.SIGTERM)
         time.sleep(0.7)
@@ -263,7 +272,8 @@ def test_sigterm_while_the_jvm_starts_ends_the_process_at_once():
 
 
 def test_sigint_while_the_jvm_starts_ends_the_process_promptly():
-    process = subprocess.Popen([sys.executable, "-c", JVM_START], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-c", JVM_START], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               preexec_fn=as_from_a_shell)
     time.sleep(3.0)
     process.send_signal(signal.SIGINT)
     try:
