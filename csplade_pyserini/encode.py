@@ -26,7 +26,7 @@ from typing import Iterable
 
 from csplade_pyserini.cli import add_model_args, default_threads, run_cli, set_threads
 from csplade_pyserini.datasets import Document, read_corpus
-from csplade_pyserini.vectors.encoding import BLOCK, EncodeStats, encode_documents  # noqa: F401 (the library)
+from csplade_pyserini.vectors.encoding import BLOCK, encode_documents
 
 logger = logging.getLogger(__name__)
 

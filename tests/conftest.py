@@ -18,6 +18,7 @@ from csplade_pyserini.paths import shared_dir
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+RUN_FIXTURES = FIXTURES / "runs"  # TREC run files, each good or with one known problem
 # the word channel's card fields (the packaged default's channel)
 WORDS = {"term_scheme": "words-porter-v1", "expansion": False, "query_side": "idf-tokens"}
 INTEGRATION = Path(__file__).resolve().parent / "integration"
@@ -96,6 +97,14 @@ def words_checkpoint(tmp_path_factory, tokenizer_dir):
     torch.nn.init.normal_(head.out.weight, std=0.5)
     head.save(folder)
     return folder
+
+
+@pytest.fixture
+def topics(tmp_path: Path) -> Path:
+    """A topics TSV with the two topics of the run fixtures (``RUN_FIXTURES``)."""
+    path = tmp_path / "topics.tsv"
+    path.write_text("1\tfirst query\n2\tsecond query\n", encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="session")

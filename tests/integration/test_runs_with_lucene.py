@@ -6,49 +6,35 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, REPO
+from conftest import REPO, RUN_FIXTURES
 
-FIXTURES = FIXTURES / "runs"
-GOOD = FIXTURES / "good.txt"
-
-
-@pytest.fixture
-def topics(tmp_path: Path) -> Path:
-    path = tmp_path / "topics.tsv"
-    path.write_text("1\tfirst query\n2\tsecond query\n", encoding="utf-8")
-    return path
-
-
-def write(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8")
-    return path
+GOOD = RUN_FIXTURES / "good.txt"
 
 
 def test_check_and_pack_against_a_lucene_index(tmp_path, topics):
     docs = tmp_path / "docs"
     docs.mkdir()
-    write(docs / "docs.jsonl", "".join(json.dumps({"id": f"d{i}", "contents": f"text number {i}"}) + "\n"
+    (docs / "docs.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "contents": f"text number {i}"}) + "\n"
                                        for i in range(1, 5)))
     index = tmp_path / "index"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     subprocess.run([sys.executable, "-m", "pyserini.index.lucene", "--collection", "JsonCollection",
                     "--input", str(docs), "--index", str(index), "--threads", "1"],
                    check=True, capture_output=True, env=env)
-    write(index / "csplade-index.info", json.dumps({"card": {"model": "from-index"}}))
+    (index / "csplade-index.info").write_text(json.dumps({"card": {"model": "from-index"}}))
     out = tmp_path / "packed"
     script = (
         "import sys; from csplade_pyserini.runs.__main__ import main; "
-        f"print('RC', main(['check', {str(FIXTURES / 'unknown_docid.txt')!r}, '--topics', {str(topics)!r}, "
+        f"print('RC', main(['check', {str(RUN_FIXTURES / 'unknown_docid.txt')!r}, '--topics', {str(topics)!r}, "
         f"'--index', {str(index)!r}])); "
         f"print('RC', main(['pack', {str(GOOD)!r}, '--output', {str(out)!r}, '--index', {str(index)!r}]))"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert [line for line in done.stdout.splitlines() if line.startswith("RC")] == ["RC 1", "RC 0"]
-    assert f"{FIXTURES / 'unknown_docid.txt'}:2: docid 'd9' is not in the index {index}" in done.stdout
+    assert f"{RUN_FIXTURES / 'unknown_docid.txt'}:2: docid 'd9' is not in the index {index}" in done.stdout
     meta = json.loads((out / "good.txt.meta.json").read_text())
     assert meta["index"] == {"path": str(index), "documents": 4, "unique_terms": 6}
     assert meta["model_card"] == {"model": "from-index"}

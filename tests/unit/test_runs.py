@@ -10,7 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
+from conftest import RUN_FIXTURES
 
 import csplade_pyserini
 from csplade_pyserini.errors import InputError
@@ -18,15 +18,7 @@ from csplade_pyserini.runs import check_run, fix_run, fuse_runs, pack_run, read_
 from csplade_pyserini.runs.__main__ import main
 from csplade_pyserini.runs.format import RunFileError
 
-FIXTURES = FIXTURES / "runs"
-GOOD = FIXTURES / "good.txt"
-
-
-@pytest.fixture
-def topics(tmp_path: Path) -> Path:
-    path = tmp_path / "topics.tsv"
-    path.write_text("1\tfirst query\n2\tsecond query\n", encoding="utf-8")
-    return path
+GOOD = RUN_FIXTURES / "good.txt"
 
 
 def write(path: Path, text: str) -> Path:
@@ -57,7 +49,7 @@ MALFORMED = [
 def test_check_reports_each_problem_with_its_line(name, options, expected, topics):
     from csplade_pyserini.datasets import load_topics
 
-    path = FIXTURES / name
+    path = RUN_FIXTURES / name
     result = check_run(path, topics=load_topics(topics), **options)
     assert not result.ok
     messages = result.messages()
@@ -86,7 +78,7 @@ def test_cli_check_exit_codes(topics, capsys):
     assert main(["check", str(GOOD), "--topics", str(topics)]) == 0
     assert capsys.readouterr().out.strip() == f"{GOOD}: OK, 2 topics, 5 lines, tag 'bm25'"
 
-    bad = FIXTURES / "rank_order.txt"
+    bad = RUN_FIXTURES / "rank_order.txt"
     assert main(["check", str(bad), "--topics", str(topics)]) == 1
     captured = capsys.readouterr()
     assert captured.out.splitlines()[0].startswith(f"{bad}:4: rank 1 of docid 'd4'")
@@ -126,10 +118,10 @@ def test_fix_gives_an_exactly_known_run(tmp_path, topics):
 def test_fix_refuses_malformed_lines_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out.txt"
     with pytest.raises(RunFileError) as info:
-        fix_run(FIXTURES / "score_nonfinite.txt", out)
+        fix_run(RUN_FIXTURES / "score_nonfinite.txt", out)
     assert [(p.line, p.field) for p in info.value.problems] == [(1, "score"), (5, "score")]
-    assert main(["fix", str(FIXTURES / "columns.txt"), "--output", str(out)]) == 1
-    assert f"{FIXTURES / 'columns.txt'}:2: expected 6 columns" in capsys.readouterr().err
+    assert main(["fix", str(RUN_FIXTURES / "columns.txt"), "--output", str(out)]) == 1
+    assert f"{RUN_FIXTURES / 'columns.txt'}:2: expected 6 columns" in capsys.readouterr().err
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -204,7 +196,7 @@ def test_pack_into_an_archive(tmp_path):
 
 def test_pack_refuses_a_run_that_fails_check(tmp_path, topics, capsys):
     out = tmp_path / "packed"
-    assert main(["pack", str(FIXTURES / "missing_topic.txt"), "--output", str(out), "--topics", str(topics)]) == 1
+    assert main(["pack", str(RUN_FIXTURES / "missing_topic.txt"), "--output", str(out), "--topics", str(topics)]) == 1
     assert "topic '2' of the topics has no lines in the run" in capsys.readouterr().err
     assert not out.exists()
 
