@@ -3,6 +3,8 @@ one-command CPU recipe.
 
     python -m csplade_pyserini.train words --data ../shared/data/beir/scifact --data ../shared/data/beir/nfcorpus \
         --output-dir runs/train/words                    # the default model (word channel), ``make train``
+    python -m csplade_pyserini.train pure --data ../shared/data/beir/scifact --data ../shared/data/beir/nfcorpus \
+        --output-dir runs/train/pure                     # pure CSPLADE (LM-head channel read early), ``make train-csplade``
     python -m csplade_pyserini.train recipe --data ../shared/data/beir/scifact --output-dir runs/cpu-recipe
     python -m csplade_pyserini.train adapt --config csplade_pyserini/configs/csplade-1b.yaml \\
         --data MSMARCO/collection.tsv --output-dir runs/adapt
@@ -35,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 TRAINING_COMMANDS = ("adapt", "contrastive")
-COMMANDS = ("words", "recipe", "adapt", "contrastive", "mine-negatives", "score-teacher", "export", "gpu-bundle", "gpu-recipe")
+COMMANDS = ("words", "pure", "recipe", "adapt", "contrastive", "mine-negatives", "score-teacher", "export", "gpu-bundle", "gpu-recipe")
 
 
 def _optional(kind):
@@ -136,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         from csplade_pyserini.training.word_channel import main as words_main
 
         return words_main(rest)
+    if command == "pure":
+        from csplade_pyserini.training.lm_head_channel import main as pure_main
+
+        return pure_main(rest)
     if command == "recipe":
         from csplade_pyserini.training.recipe import main as recipe_main
 

@@ -63,6 +63,12 @@ class ModelCard:
     lexical_layer: int | None = None
     """Which hidden states feed the lexical head: 0 = embeddings, ``i`` = input of layer ``i``, the number
     of layers = the final normed states."""
+    context_layer: int | None = None
+    """The LM head read early (``model/context.py``): the backbone runs only this many layers, and the LM head
+    reads ``final_norm(embed(x) + W rms(h))``, ``h`` the states after them and ``W`` the trained ``context_head``.
+    null = the LM head reads the final layer, as CSPLADE is published."""
+    context_head: str | None = None
+    """The context map ``W`` of ``context_layer`` (a safetensors file relative to the card)."""
     query_top_k: int | None = None
     doc_top_k: int | None = None
     quant_scale: float = 100.0
@@ -149,6 +155,16 @@ class ModelCard:
             raise bad("lexical_layer", "lexical_head and lexical_layer go together (both set or both null)")
         if self.lexical_layer is not None and (not isinstance(self.lexical_layer, int) or self.lexical_layer < 0):
             raise bad("lexical_layer", f"must be a non-negative integer, got {self.lexical_layer!r}")
+        if self.context_head is not None and (not isinstance(self.context_head, str) or not self.context_head.strip()):
+            raise bad("context_head", f"must be a file name or null, got {self.context_head!r}")
+        if (self.context_head is None) != (self.context_layer is None):
+            raise bad("context_layer", "context_head and context_layer go together (both set or both null)")
+        if self.context_layer is not None:
+            if isinstance(self.context_layer, bool) or not isinstance(self.context_layer, int) or self.context_layer < 0:
+                raise bad("context_layer", f"must be a non-negative integer, got {self.context_layer!r}")
+            if not self.expansion or self.lexical_head is not None:
+                raise bad("context_layer", "the context map feeds the LM-head channel alone: expansion true, "
+                                           "no lexical_head")
         if not isinstance(self.expansion, bool):
             raise bad("expansion", f"must be true or false, got {self.expansion!r}")
         if self.term_scheme not in TERM_SCHEMES:
@@ -168,7 +184,7 @@ class ModelCard:
             raise bad("bm25_b" if self.bm25_avgdl > 0 else "bm25_avgdl",
                       "bm25_b must lie in [0, 1] and bm25_avgdl be positive")
         if self.is_words:
-            for name in ("logit_bias", "lexical_head"):
+            for name in ("logit_bias", "lexical_head", "context_head"):
                 if getattr(self, name) is not None:
                     raise bad(name, f"the word channel ({self.term_scheme}) has no {name}; set it to null")
             if self.expansion:
@@ -197,7 +213,7 @@ class ModelCard:
         if self.dense_pooling not in DENSE_POOLINGS:
             raise bad("dense_pooling", f"must be mean or last, got {self.dense_pooling!r}")
         if self.representation == "dense":
-            for name in ("logit_bias", "lexical_head", "query_top_k", "doc_top_k"):
+            for name in ("logit_bias", "lexical_head", "context_head", "query_top_k", "doc_top_k"):
                 if getattr(self, name) is not None:
                     raise bad(name, f"a dense model has no {name} (sparse only); set it to null")
             if self.query_side != "model":
@@ -283,9 +299,9 @@ class ModelCard:
 # left out: documents are often encoded longer than the model was trained with, on purpose; so is the word
 # channel's avgdl, a statistic of each indexed collection.)
 QUERY_SIDE_FIELDS = ("representation", "dense_pooling", "backbone", "variant", "add_bos", "query_prefix",
-                     "logit_scale", "expansion", "expansion_weight", "lexical_layer", "quant_scale", "term_scheme",
-                     "tf_layer", "bm25_k1", "bm25_b")
-WEIGHT_FILES = ("adapter", "logit_bias", "lexical_head", "tf_head")
+                     "logit_scale", "expansion", "expansion_weight", "lexical_layer", "context_layer", "quant_scale",
+                     "term_scheme", "tf_layer", "bm25_k1", "bm25_b")
+WEIGHT_FILES = ("adapter", "logit_bias", "lexical_head", "context_head", "tf_head")
 
 
 def card_differences(index_card: dict, index_files: dict, query_card: "ModelCard", query_files: dict) -> list[str]:

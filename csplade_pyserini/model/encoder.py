@@ -69,8 +69,15 @@ class CspladeModel:
             from csplade_pyserini.model.lexical import LexicalHead
 
             lexical = LexicalHead.load(card.lexical_head, base_dir, model.config.hidden_size)
-        encoder_cls = DenseEncoder if card.is_dense else SparseEncoder
-        encoder = encoder_cls(model, tokenizer, card, logit_bias=bias, lexical=lexical).to(device)
+        if card.is_dense:
+            encoder = DenseEncoder(model, tokenizer, card, logit_bias=bias, lexical=lexical).to(device)
+        else:
+            context = None
+            if card.context_head:
+                from csplade_pyserini.model.context import ContextHead
+
+                context = ContextHead.load(card.context_head, base_dir, model.config.hidden_size)
+            encoder = SparseEncoder(model, tokenizer, card, logit_bias=bias, lexical=lexical, context=context).to(device)
         return cls(encoder.eval(), card, base_dir, device)
 
     @classmethod

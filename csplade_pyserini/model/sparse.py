@@ -30,6 +30,7 @@ from typing import Iterable, Sequence
 import torch
 
 from csplade_pyserini.model.card import ModelCard
+from csplade_pyserini.model.context import ContextHead
 from csplade_pyserini.model.lexical import LexicalHead, pool_token_impacts
 from csplade_pyserini.model.pooling import (
     DEFAULT_CHUNK_ELEMENTS,
@@ -117,7 +118,8 @@ def sparse_rows(weights: torch.Tensor, top_k: int | None = None) -> list[tuple[t
 
 class SparseEncoder(torch.nn.Module):
     def __init__(self, model, tokenizer, card: ModelCard, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-                 logit_bias: torch.Tensor | None = None, lexical: LexicalHead | None = None):
+                 logit_bias: torch.Tensor | None = None, lexical: LexicalHead | None = None,
+                 context: ContextHead | None = None):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
@@ -137,6 +139,14 @@ class SparseEncoder(torch.nn.Module):
         if card.lexical_layer is not None and card.lexical_layer > num_layers(model):
             raise ValueError(f"lexical_layer {card.lexical_layer} is beyond the model's {num_layers(model)} layers")
         self.lexical = lexical
+        if (card.context_layer is None) != (context is None):
+            raise ValueError("a context map and the card's context_layer go together")
+        self.context = context
+        if card.context_layer is not None:
+            decoder = decoder_and_head(model)[0]
+            if card.context_layer > len(decoder.layers):
+                raise ValueError(f"context_layer {card.context_layer} is beyond the model's {len(decoder.layers)} layers")
+            decoder.layers = decoder.layers[:card.context_layer]  # the rest is never run
         if card.variant == "bidirectional":
             if set_bidirectional(model, True) == 0:
                 raise ValueError(f"{type(model).__name__} has no attention modules with an is_causal flag; "
@@ -220,6 +230,10 @@ class SparseEncoder(torch.nn.Module):
         lexical_layer = self._needs_states()
         if lexical_layer is not None and lexical_layer < start_layer:
             raise ValueError(f"the lexical head reads layer {lexical_layer}, below the start layer {start_layer}")
+        if self.context is not None:
+            if start_layer:
+                raise ValueError("a model with a context map starts from its input ids")
+            return self.context_states(decoder, input_ids, attention_mask), None
         if start_layer == total:
             return states, (states if self.lexical is not None else None)
         embeds = decoder.get_input_embeddings()(input_ids) if start_layer == 0 else states
@@ -236,6 +250,19 @@ class SparseEncoder(torch.nn.Module):
         if self.lexical is None:
             return final, None
         return final, (final if lexical_layer is None else out.hidden_states[lexical_layer - start_layer])
+
+    def context_states(self, decoder, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The LM head's input of a card with ``context_layer``: ``final_norm(embed(x) + W rms(h))``
+        (``model/context.py``), ``h`` the decoder's output after its first ``context_layer`` layers."""
+        embeds = decoder.get_input_embeddings()(input_ids)
+        mask = attention_mask
+        if self.card.variant == "bidirectional":
+            from transformers.masking_utils import create_bidirectional_mask
+
+            mask = create_bidirectional_mask(config=decoder.config, inputs_embeds=embeds, attention_mask=attention_mask,
+                                             allow_is_bidirectional_skip=False)
+        context = decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+        return decoder.norm(self.context(embeds, context).to(embeds.dtype))
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The final normed states (the LM head's input)."""

@@ -211,6 +211,11 @@ def export_merged(checkpoint: str | Path, output_dir: str | Path, dtype: str = "
 
             head = LexicalHead.load(card.lexical_head, base_dir, config.hidden_size)
             exported = exported.replace(lexical_head=head.save(tmp))
+        if card.context_head:
+            from csplade_pyserini.model.context import ContextHead
+
+            context = ContextHead.load(card.context_head, base_dir, config.hidden_size)
+            exported = exported.replace(context_head=context.save(tmp))
         exported.save(tmp)
         if sentence_transformers:
             from csplade_pyserini.integration.st_sparse import write_sentence_transformers_files

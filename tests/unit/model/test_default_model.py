@@ -48,3 +48,16 @@ def test_the_earlier_default_ships_by_name():
     assert bias.isfinite().all()
     assert card.lexical_head and card.lexical_layer is not None
     LexicalHead.load(card.lexical_head, base, SMOLLM2_HIDDEN)
+
+
+def test_the_pure_csplade_model_ships_by_name_trained_on_training_domains_only():
+    from csplade_pyserini.model.context import ContextHead
+
+    card, base = card_from_spec("csplade:smollm2-pure")
+    assert base == PACKAGED_MODELS["smollm2-pure"].resolve() and card.backbone == "smollm2"
+    assert card.expansion and card.lexical_head is None and not card.is_words, "the LM-head channel alone"
+    assert card.context_layer is not None and card.query_side == "model"
+    assert load_logit_bias(card.logit_bias, base, vocab=SMOLLM2_VOCAB).isfinite().all()
+    assert ContextHead.load(card.context_head, base, SMOLLM2_HIDDEN).map.weight.abs().sum() > 0, "trained"
+    assert set(card.notes["trained_on"]) <= {"scifact", "nfcorpus"}
+    assert set(card.notes["validation"]["selected_on"]) <= {"scifact", "nfcorpus"}
