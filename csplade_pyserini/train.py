@@ -102,6 +102,9 @@ def _training(command: str, argv: list[str]) -> int:
         from csplade_pyserini.training.contrastive import run_contrastive
 
         run_contrastive(model_args, data_args, training_args)
+    from csplade_pyserini.training.distributed import shut_down
+
+    shut_down()
     return 0
 
 

@@ -48,3 +48,16 @@ def gather(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(size)]
     dist.all_gather(parts, tensor.contiguous(), group=group)
     return torch.cat(parts, dim=0)
+
+
+def shut_down() -> None:
+    """Destroy the job's process groups once a run has succeeded. A process that exits with them alive can
+    abort in interpreter finalisation (gloo's worker threads still hold tensors: SIGABRT, "terminate called
+    without an active exception", seen after a finished two-process run). Not called after a failure, where a
+    clean-up while another process may sit in a collective could hang."""
+    import torch.distributed as dist
+
+    global _GATHER_GROUP
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _GATHER_GROUP = None

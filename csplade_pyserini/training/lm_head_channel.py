@@ -127,7 +127,7 @@ class LMHeadChannel(torch.nn.Module):
     def pooled_logits(self, cache: PositionCache, rows: list[int], candidates: torch.Tensor | None = None,
                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """``[len(rows), candidates]`` LM-head logits max-pooled over each text's positions, before the bias."""
-        ids, states, mask = cache.padded(rows)
+        ids, states, mask = (t.to(self.head.device) for t in cache.padded(rows))
         hidden = self.norm(self.context(self.embeddings[ids], states))
         head = self.head if candidates is None else self.head[candidates]
         logits = (hidden.to(dtype) @ head.t().to(dtype)).float()
@@ -233,7 +233,8 @@ class PureChannelArguments:
                                                       "split"))
     seed: int = field(default=42, metadata=option("seeds the sampling, the batches and the held-out queries"))
     threads: int = field(default=0, metadata=option("torch threads (0: every core)"))
-    device: str = field(default="cpu", metadata=option("where the frozen backbone builds the caches"))
+    device: str = field(default="cpu", metadata=option("where the caches are built and the channel trains (cuda on a "
+                                                      "GPU machine; the caches stay in CPU memory)"))
     overwrite_output_dir: bool = field(default=False, metadata=option(
         "replace the model and log an earlier run left in --output-dir (its caches are always reused)"))
 
@@ -288,7 +289,7 @@ def step_loss(channel: LMHeadChannel, corpus: Corpus, batch: list[Group], args: 
     queries = keep_top_k(channel.weights(corpus.queries, [g.query for g in batch]), args.query_top_k)
     support = torch.nonzero(queries.detach().sum(0) > 0).squeeze(1)
     vocab = channel.head.shape[0]
-    sampled = torch.tensor(rng.sample(range(vocab), min(args.flops_sample, vocab)))
+    sampled = torch.tensor(rng.sample(range(vocab), min(args.flops_sample, vocab)), device=support.device)
     candidates = torch.unique(torch.cat([support, sampled]))
     documents = channel.weights(corpus.docs, docs, candidates)
     scores = queries[:, candidates] @ documents.t()
@@ -297,7 +298,7 @@ def step_loss(channel: LMHeadChannel, corpus: Corpus, batch: list[Group], args: 
         for j, d in enumerate(docs):
             mask[i, j] = d in group.judged and j != targets[i]
     logits = (scores * channel.log_scale.exp()).masked_fill(mask, float("-inf"))
-    contrastive = torch.nn.functional.cross_entropy(logits, torch.tensor(targets))
+    contrastive = torch.nn.functional.cross_entropy(logits, torch.tensor(targets, device=logits.device))
     in_sample = torch.isin(candidates, sampled)
     flops = (documents[:, in_sample].mean(0) ** 2).sum() * vocab / max(1, int(in_sample.sum()))
     return {"loss": contrastive + args.flops * flops, "infonce": contrastive.detach(), "flops": flops.detach(),
@@ -353,7 +354,7 @@ def train(args: PureChannelArguments) -> Path:
         logger.info("%s: %d training queries with positives and negatives; validation: %s (%d queries)",
                     domain.name, len(groups[domain.name]), domain.validation_source, len(domain.validation.queries))
     cache_seconds = time.perf_counter() - begin
-    channel = LMHeadChannel(encoder, torch.zeros(model.config.vocab_size), args.scale)
+    channel = LMHeadChannel(encoder, torch.zeros(model.config.vocab_size), args.scale).to(args.device)
     channel.bias.data = calibrated_bias(channel, corpora, args.bias_sample, args.bias_target_df, rng)
     optimizer = torch.optim.AdamW([
         {"params": list(encoder.context.parameters()), "lr": args.learning_rate},
