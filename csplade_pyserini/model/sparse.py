@@ -237,14 +237,9 @@ class SparseEncoder(torch.nn.Module):
         if start_layer == total:
             return states, (states if self.lexical is not None else None)
         embeds = decoder.get_input_embeddings()(input_ids) if start_layer == 0 else states
-        mask = attention_mask
-        if self.card.variant == "bidirectional":
-            from transformers.masking_utils import create_bidirectional_mask
-
-            mask = create_bidirectional_mask(config=decoder.config, inputs_embeds=embeds, attention_mask=attention_mask,
-                                             allow_is_bidirectional_skip=False)
         with layers_from(decoder, start_layer):
-            out = decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False,
+            out = decoder(inputs_embeds=embeds, attention_mask=self.decoder_mask(decoder, embeds, attention_mask),
+                          use_cache=False,
                           output_hidden_states=lexical_layer is not None)
         final = out.last_hidden_state
         if self.lexical is None:
@@ -255,14 +250,19 @@ class SparseEncoder(torch.nn.Module):
         """The LM head's input of a card with ``context_layer``: ``final_norm(embed(x) + W rms(h))``
         (``model/context.py``), ``h`` the decoder's output after its first ``context_layer`` layers."""
         embeds = decoder.get_input_embeddings()(input_ids)
-        mask = attention_mask
-        if self.card.variant == "bidirectional":
-            from transformers.masking_utils import create_bidirectional_mask
-
-            mask = create_bidirectional_mask(config=decoder.config, inputs_embeds=embeds, attention_mask=attention_mask,
-                                             allow_is_bidirectional_skip=False)
-        context = decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+        context = decoder(inputs_embeds=embeds, attention_mask=self.decoder_mask(decoder, embeds, attention_mask),
+                          use_cache=False).last_hidden_state
         return decoder.norm(self.context(embeds, context).to(embeds.dtype))
+
+    def decoder_mask(self, decoder, embeds: torch.Tensor, attention_mask: torch.Tensor):
+        """The padding mask, or for the *bidirectional* variant an explicit padding-only 4D mask (built by
+        transformers for the configured attention kernel), since its attention modules are no longer causal."""
+        if self.card.variant != "bidirectional":
+            return attention_mask
+        from transformers.masking_utils import create_bidirectional_mask
+
+        return create_bidirectional_mask(config=decoder.config, inputs_embeds=embeds, attention_mask=attention_mask,
+                                         allow_is_bidirectional_skip=False)
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The final normed states (the LM head's input)."""

@@ -236,15 +236,10 @@ def _forward(encoder, input_ids: torch.Tensor, attention: torch.Tensor, layer: i
 
     decoder, _ = _head(encoder)
     total = num_layers(encoder.model)
-    mask = attention
     embeds = decoder.get_input_embeddings()(input_ids)
-    if encoder.card.variant == "bidirectional":
-        from transformers.masking_utils import create_bidirectional_mask
-
-        mask = create_bidirectional_mask(config=decoder.config, inputs_embeds=embeds, attention_mask=attention,
-                                         allow_is_bidirectional_skip=False)
     want = layer is not None and layer < total
-    out = decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False, output_hidden_states=want)
+    out = decoder(inputs_embeds=embeds, attention_mask=encoder.decoder_mask(decoder, embeds, attention),
+                  use_cache=False, output_hidden_states=want)
     final = out.last_hidden_state
     if layer is None:
         return final, None

@@ -22,7 +22,6 @@ Nothing of the zero-shot suite's collections is read.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
@@ -35,10 +34,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from csplade_pyserini.errors import InputError
 from csplade_pyserini.model.pooling import keep_top_k
 from csplade_pyserini.training.config import option
-from csplade_pyserini.training.word_channel import Domain, load_domain
+from csplade_pyserini.training.domains import (
+    Domain,
+    keyed_cache,
+    parse_options,
+    start_run,
+    train_steps,
+    validate_domains,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,35 +67,31 @@ class PositionCache:
                                             encoder.max_length(kind)]).encode())
         for text in texts:
             digest.update(text.encode() + b"\0")
-        key = digest.hexdigest()
-        if path is not None and path.exists():
-            blob = torch.load(path, weights_only=True)
-            if blob.get("key") == key:
-                return cls(blob["ids"], blob["states"], blob["offsets"])
-            logger.warning("%s was built for other texts or another model: building it again", path)
-        decoder = encoder.model.get_base_model() if hasattr(encoder.model, "get_base_model") else encoder.model
-        decoder = getattr(decoder, decoder.base_model_prefix)
-        sequences = encoder.tokenize(texts, kind)
-        per_text: list = [None] * len(texts)
-        with tqdm(total=len(texts), desc=f"cache {path.stem if path else kind}", unit=kind, dynamic_ncols=True) as bar:
-            for batch in encoder.batches(sequences, 2048, 64, 8, kind):
-                with torch.inference_mode():
-                    states = decoder(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                                     use_cache=False).last_hidden_state.cpu()
-                for row, i in enumerate(batch.order):
-                    keep = batch.pool_mask[row].bool()
-                    per_text[i] = (batch.input_ids[row][keep].clone(), states[row][keep].to(torch.bfloat16).clone())
-                bar.update(len(batch.order))
-        offsets = torch.zeros(len(texts) + 1, dtype=torch.long)
-        offsets[1:] = torch.cumsum(torch.tensor([len(ids) for ids, _ in per_text]), 0)
-        blob = {"key": key, "ids": torch.cat([ids for ids, _ in per_text]),
-                "states": torch.cat([states for _, states in per_text]), "offsets": offsets}
-        if path is not None:
-            from csplade_pyserini.atomic import atomic_file
 
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_file(path, mode="wb", encoding=None) as handle:
-                torch.save(blob, handle)
+        def build() -> dict:
+            from csplade_pyserini.model.sparse import decoder_and_head
+
+            decoder = decoder_and_head(encoder.model)[0]
+            sequences = encoder.tokenize(texts, kind)
+            per_text: list = [None] * len(texts)
+            with tqdm(total=len(texts), desc=f"cache {path.stem if path else kind}", unit=kind,
+                      dynamic_ncols=True) as bar:
+                for batch in encoder.batches(sequences, 2048, 64, 8, kind):
+                    with torch.inference_mode():
+                        states = decoder(input_ids=batch.input_ids.to(device),
+                                         attention_mask=batch.attention_mask.to(device),
+                                         use_cache=False).last_hidden_state.cpu()
+                    for row, i in enumerate(batch.order):
+                        keep = batch.pool_mask[row].bool()
+                        per_text[i] = (batch.input_ids[row][keep].clone(),
+                                       states[row][keep].to(torch.bfloat16).clone())
+                    bar.update(len(batch.order))
+            offsets = torch.zeros(len(texts) + 1, dtype=torch.long)
+            offsets[1:] = torch.cumsum(torch.tensor([len(ids) for ids, _ in per_text]), 0)
+            return {"ids": torch.cat([ids for ids, _ in per_text]),
+                    "states": torch.cat([states for _, states in per_text]), "offsets": offsets}
+
+        blob = keyed_cache(path, digest.hexdigest(), build, f"{kind} positions")
         return cls(blob["ids"], blob["states"], blob["offsets"])
 
     def padded(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -109,7 +110,7 @@ class LMHeadChannel(torch.nn.Module):
     """The trainable view of a :class:`SparseEncoder` with a context map, over cached positions: the same
     ``final_norm(embed(x) + W rms(h))``, LM head, bias and activation, on any candidate vocabulary."""
 
-    def __init__(self, encoder, bias: torch.Tensor, inverse_temperature: float):
+    def __init__(self, encoder, inverse_temperature: float, bias: torch.Tensor | None = None):
         super().__init__()
         from csplade_pyserini.model.sparse import decoder_and_head
 
@@ -118,7 +119,7 @@ class LMHeadChannel(torch.nn.Module):
         self.head = head.detach().float()
         self.norm = copy.deepcopy(decoder.norm).float().requires_grad_(False)
         self.context = encoder.context
-        self.bias = torch.nn.Parameter(bias.float().clone())
+        self.bias = torch.nn.Parameter(torch.zeros(self.head.shape[0]) if bias is None else bias.float().clone())
         self.log_scale = torch.nn.Parameter(torch.tensor(float(inverse_temperature)).log())
         keep = torch.ones(self.head.shape[0])
         keep[encoder.excluded_ids(self.head.shape[0], "cpu")] = 0.0  # special tokens never become terms
@@ -172,9 +173,9 @@ def training_groups(domain: Domain, corpus: Corpus, run: dict) -> list[Group]:
 
 @torch.no_grad()
 def rank(channel: LMHeadChannel, corpus: Corpus, queries: list[str], query_top_k: int | None,
-         depth: int = 100) -> tuple[dict[str, dict[str, float]], float]:
+         depth: int = 100) -> dict[str, dict[str, float]]:
     """Every query against the whole corpus, exactly: the queries' terms are the only candidates a document
-    needs. Returns the run and the mean number of active terms per document over those candidates."""
+    needs."""
     rows = [corpus.query_row[q] for q in queries]
     query_weights = torch.cat([keep_top_k(channel.weights(corpus.queries, rows[i:i + 64]), query_top_k)
                                for i in range(0, len(rows), 64)])
@@ -185,21 +186,13 @@ def rank(channel: LMHeadChannel, corpus: Corpus, queries: list[str], query_top_k
     top = scores.topk(min(depth, scores.shape[1]), dim=1)
     run = {q: {corpus.docids[j]: float(s) for s, j in zip(top.values[i].tolist(), top.indices[i].tolist()) if s > 0}
            for i, q in enumerate(queries)}
-    return run, float((documents > 0).sum(1).float().mean())
+    return run
 
 
 def validate(domains: list[Domain], corpora: dict[str, Corpus], channel: LMHeadChannel,
              query_top_k: int | None) -> dict[str, float]:
-    import ir_measures
-
-    from csplade_pyserini.evaluation.measures import evaluate_run
-
-    scores = {}
-    for domain in domains:
-        run, _ = rank(channel, corpora[domain.name], list(domain.validation.queries), query_top_k)
-        scores[domain.name] = evaluate_run(run, domain.validation.qrels, [ir_measures.nDCG @ 10])["nDCG@10"]
-    scores["mean"] = sum(scores.values()) / len(domains)
-    return scores
+    return validate_domains(domains, lambda domain: rank(channel, corpora[domain.name],
+                                                         list(domain.validation.queries), query_top_k))
 
 
 @dataclass
@@ -240,15 +233,7 @@ class PureChannelArguments:
 
 
 def parse_arguments(argv: list[str] | None) -> PureChannelArguments:
-    from transformers import HfArgumentParser
-
-    class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-        pass
-
-    parser = HfArgumentParser(PureChannelArguments, prog="python -m csplade_pyserini.train pure",
-                              description=__doc__, formatter_class=Formatter)
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
-    return args
+    return parse_options(PureChannelArguments, "python -m csplade_pyserini.train pure", __doc__, argv)
 
 
 def base_card(args: PureChannelArguments):
@@ -317,19 +302,10 @@ def train(args: PureChannelArguments) -> Path:
     from csplade_pyserini.model.sparse import SparseEncoder
     from csplade_pyserini.training.data import read_run
     from csplade_pyserini.training.mining import mine_negatives
-    from csplade_pyserini.training.trainer import claim_output_dir
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
-    out = Path(args.output_dir)
-    claim_output_dir(out, args.overwrite_output_dir, written=("model/best", "train_log.jsonl"))
-    begin = time.perf_counter()
-    domains = [load_domain(folder, args.held_out, args.seed) for folder in args.data]
+    run = start_run(args)
+    out, rng, begin, domains = run.out, run.rng, run.begin, run.domains
     names = [d.name for d in domains]
-    if len(set(names)) != len(names):
-        raise InputError(f"two --data folders share a name: {names}", field="data")
     card = base_card(args)
     # the caches are read in the precision inference runs in (bfloat16 where the CPU has it); training is float32
     model, tokenizer = load_card_model(card, None, device=args.device, dtype=resolve_dtype("auto", args.device))
@@ -354,37 +330,18 @@ def train(args: PureChannelArguments) -> Path:
         logger.info("%s: %d training queries with positives and negatives; validation: %s (%d queries)",
                     domain.name, len(groups[domain.name]), domain.validation_source, len(domain.validation.queries))
     cache_seconds = time.perf_counter() - begin
-    channel = LMHeadChannel(encoder, torch.zeros(model.config.vocab_size), args.scale).to(args.device)
+    channel = LMHeadChannel(encoder, args.scale).to(args.device)
     channel.bias.data = calibrated_bias(channel, corpora, args.bias_sample, args.bias_target_df, rng)
     optimizer = torch.optim.AdamW([
         {"params": list(encoder.context.parameters()), "lr": args.learning_rate},
         {"params": [channel.bias], "lr": args.bias_learning_rate},
         {"params": [channel.log_scale], "lr": 1e-2}], weight_decay=0.0)
     schedule = get_cosine_schedule_with_warmup(optimizer, args.steps // 10, args.steps)
-    log: list[dict] = []
-    best = {"step": 0, **validate(domains, corpora, channel, args.query_top_k)}
-    best_state = copy.deepcopy({"context": encoder.context.state_dict(), "bias": channel.bias.detach().clone()})
-    log.append({"step": 0, "validation": best})
-    logger.info("step 0 (untrained map, calibrated bias): validation nDCG@10 %s", best)
-    weights = [len(groups[d.name]) for d in domains]
-    for step in tqdm(range(1, args.steps + 1), desc="train pure", unit="step", dynamic_ncols=True):
-        domain = rng.choices(domains, weights)[0]
-        batch = rng.sample(groups[domain.name], min(args.batch_size, len(groups[domain.name])))
-        parts = step_loss(channel, corpora[domain.name], batch, args, rng)
-        optimizer.zero_grad()
-        parts["loss"].backward()
-        torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], 1.0)
-        optimizer.step()
-        schedule.step()
-        entry = {"step": step, "domain": domain.name, **{k: round(float(v.detach()), 5) for k, v in parts.items()}}
-        if step % args.eval_steps == 0 or step == args.steps:
-            entry["validation"] = validate(domains, corpora, channel, args.query_top_k)
-            logger.info("step %d: loss %.4f, validation nDCG@10 %s", step, entry["loss"], entry["validation"])
-            if entry["validation"]["mean"] > best["mean"]:
-                best = {"step": step, **entry["validation"]}
-                best_state = copy.deepcopy({"context": encoder.context.state_dict(),
-                                            "bias": channel.bias.detach().clone()})
-        log.append(entry)
+    best, best_state, log = train_steps(
+        run, args, groups, lambda domain, batch: step_loss(channel, corpora[domain.name], batch, args, rng),
+        optimizer, schedule, lambda: validate(domains, corpora, channel, args.query_top_k),
+        lambda: copy.deepcopy({"context": encoder.context.state_dict(), "bias": channel.bias.detach().clone()}),
+        "pure", "untrained map, calibrated bias")
     encoder.context.load_state_dict(best_state["context"])
     seconds = time.perf_counter() - begin
     notes = {

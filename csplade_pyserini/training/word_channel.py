@@ -17,7 +17,6 @@ over the domains is kept. Nothing of the zero-shot suite's collections is read.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -30,52 +29,18 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from csplade_pyserini.errors import InputError
 from csplade_pyserini.training.config import option
+from csplade_pyserini.training.domains import (
+    Domain,
+    Split,
+    keyed_cache,
+    parse_options,
+    start_run,
+    train_steps,
+    validate_domains,
+)
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Split:
-    queries: dict[str, str]
-    qrels: dict[str, dict[str, int]]
-
-
-@dataclass
-class Domain:
-    name: str
-    folder: Path
-    train: Split
-    validation: Split
-    validation_source: str
-
-
-def load_domain(folder: str | Path, held_out: int, seed: int) -> Domain:
-    """A BEIR folder with a ``train`` split; validation is its ``dev`` split, else ``held_out`` train queries."""
-    from csplade_pyserini.datasets import beir_file, load_qrels, read_queries
-
-    folder = Path(folder)
-    queries = read_queries(beir_file(folder, "queries"))
-    train_qrels = load_qrels(beir_file(folder, "qrels", "train"))
-    dev_path = beir_file(folder, "qrels", "dev", required=False)
-
-    def split(qrels: dict) -> Split:
-        missing = [q for q in qrels if q not in queries]
-        if missing:
-            raise InputError(f"{len(missing)} judged queries have no text, e.g. {missing[:3]}", path=folder)
-        return Split({q: queries[q] for q in qrels}, qrels)
-
-    if dev_path is not None:
-        return Domain(folder.name, folder, split(train_qrels), split(load_qrels(dev_path)), "dev split")
-    ids = sorted(train_qrels)
-    random.Random(seed).shuffle(ids)
-    if len(ids) <= held_out:
-        raise InputError(f"{len(ids)} training queries cannot spare {held_out} for validation", path=folder)
-    held = set(ids[:held_out])
-    return Domain(folder.name, folder, split({q: r for q, r in train_qrels.items() if q not in held}),
-                  split({q: r for q, r in train_qrels.items() if q in held}),
-                  f"{held_out} train queries held out (seed {seed})")
 
 
 class CorpusFeatures:
@@ -119,25 +84,17 @@ class CorpusFeatures:
         digest.update(json.dumps([card.backbone, card.tf_layer, card.doc_prefix, card.max_doc_length]).encode())
         for doc, text in zip(documents, texts):
             digest.update(doc.docid.encode() + b"\0" + text.encode() + b"\1")
-        key = digest.hexdigest()
-        if cache is not None and cache.exists():
-            blob = torch.load(cache, weights_only=True)
-            if blob.get("key") == key:
-                logger.info("word features read from %s", cache)
-                return cls(blob["docids"], blob["terms"], blob["positions"], blob["states"])
-            logger.warning("%s was built for other documents or another model: building it again", cache)
-        analysed, sequences = encoder.analyse(texts)
-        with tqdm(total=len(texts), desc=f"cache {cache.stem if cache else 'corpus'}", unit="doc", dynamic_ncols=True) as bar:
-            states = encoder.occurrence_states(sequences, [a.positions for a in analysed], device, progress=bar)
-        blob = {"key": key, "docids": [d.docid for d in documents], "terms": [a.terms for a in analysed],
-                "positions": [a.positions for a in analysed],
-                "states": torch.cat(states).to(torch.float16) if states else torch.zeros(0, 1, dtype=torch.float16)}
-        if cache is not None:
-            from csplade_pyserini.atomic import atomic_file
 
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_file(cache, mode="wb", encoding=None) as handle:
-                torch.save(blob, handle)
+        def build() -> dict:
+            analysed, sequences = encoder.analyse(texts)
+            with tqdm(total=len(texts), desc=f"cache {cache.stem if cache else 'corpus'}", unit="doc",
+                      dynamic_ncols=True) as bar:
+                states = encoder.occurrence_states(sequences, [a.positions for a in analysed], device, progress=bar)
+            return {"docids": [d.docid for d in documents], "terms": [a.terms for a in analysed],
+                    "positions": [a.positions for a in analysed],
+                    "states": torch.cat(states).to(torch.float16) if states else torch.zeros(0, 1, dtype=torch.float16)}
+
+        blob = keyed_cache(cache, digest.hexdigest(), build, "word features")
         return cls(blob["docids"], blob["terms"], blob["positions"], blob["states"])
 
     def occurrence_counts(self, head, occurrences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -259,16 +216,8 @@ class WordChannelObjective(torch.nn.Module):
 
 
 def validate(domains: list[Domain], features: dict[str, CorpusFeatures], head, card, analyzer) -> dict[str, float]:
-    from csplade_pyserini.evaluation.measures import evaluate_run
-
-    import ir_measures
-
-    scores = {}
-    for domain in domains:
-        run = features[domain.name].rank(head, card, domain.validation.queries, analyzer, depth=100)
-        scores[domain.name] = evaluate_run(run, domain.validation.qrels, [ir_measures.nDCG @ 10])["nDCG@10"]
-    scores["mean"] = sum(scores.values()) / len(domains)
-    return scores
+    return validate_domains(domains, lambda domain: features[domain.name].rank(head, card, domain.validation.queries,
+                                                                               analyzer, depth=100))
 
 
 @dataclass
@@ -310,15 +259,7 @@ class WordChannelArguments:
 
 
 def parse_arguments(argv: list[str] | None) -> WordChannelArguments:
-    from transformers import HfArgumentParser
-
-    class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-        pass
-
-    parser = HfArgumentParser(WordChannelArguments, prog="python -m csplade_pyserini.train words",
-                              description=__doc__, formatter_class=Formatter)
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
-    return args
+    return parse_options(WordChannelArguments, "python -m csplade_pyserini.train words", __doc__, argv)
 
 
 def train(args: WordChannelArguments) -> Path:
@@ -330,19 +271,9 @@ def train(args: WordChannelArguments) -> Path:
     from csplade_pyserini.model.backbone import load_card_model
     from csplade_pyserini.model.card import ModelCard
     from csplade_pyserini.model.words import TF_HEAD_FILE, WORD_SCHEME, TermFrequencyHead, WordEncoder
-    from csplade_pyserini.training.trainer import claim_output_dir
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
-    out = Path(args.output_dir)
-    claim_output_dir(out, args.overwrite_output_dir, written=("model/best", "train_log.jsonl"))
-    begin = time.perf_counter()
-    domains = [load_domain(folder, args.held_out, args.seed) for folder in args.data]
-    names = [d.name for d in domains]
-    if len(set(names)) != len(names):
-        raise InputError(f"two --data folders share a name: {names}", field="data")
+    run = start_run(args)
+    out, rng, begin, domains = run.out, run.rng, run.begin, run.domains
     card = ModelCard(backbone=args.backbone, term_scheme=WORD_SCHEME, expansion=False, query_side="idf-tokens",
                      max_doc_length=args.max_doc_length, dtype="float32", tf_head=TF_HEAD_FILE, tf_layer=args.tf_layer)
     model, tokenizer = load_card_model(card, None, device=args.device, dtype="float32")
@@ -367,30 +298,11 @@ def train(args: WordChannelArguments) -> Path:
     objective = WordChannelObjective(head, card, args.scale, args.reg)
     optimizer = torch.optim.AdamW(objective.parameters(), lr=args.learning_rate, weight_decay=0.0)
     schedule = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_ratio * args.steps), args.steps)
-    log: list[dict] = []
-    best = {"step": 0, **validate(domains, features, None, card, analyzer)}
-    best_state = copy.deepcopy(head.state_dict())
-    log.append({"step": 0, "validation": best})
-    logger.info("step 0 (BM25 over words): validation nDCG@10 %s", best)
-    # each step draws its batch from one domain, in proportion to the domains' training queries
-    weights = [len(groups[d.name]) for d in domains]
-    for step in tqdm(range(1, args.steps + 1), desc="train words", unit="step", dynamic_ncols=True):
-        domain = rng.choices(domains, weights)[0]
-        batch = rng.sample(groups[domain.name], min(args.batch_size, len(groups[domain.name])))
-        parts = objective(features[domain.name], queries[domain.name], batch, args.negatives, rng)
-        optimizer.zero_grad()
-        parts["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(objective.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        entry = {"step": step, "domain": domain.name, **{k: round(float(v.detach()), 5) for k, v in parts.items()}}
-        if step % args.eval_steps == 0 or step == args.steps:
-            entry["validation"] = validate(domains, features, head, card, analyzer)
-            logger.info("step %d: loss %.4f, validation nDCG@10 %s", step, entry["loss"], entry["validation"])
-            if entry["validation"]["mean"] > best["mean"]:
-                best = {"step": step, **entry["validation"]}
-                best_state = copy.deepcopy(head.state_dict())
-        log.append(entry)
+    best, best_state, log = train_steps(
+        run, args, groups, lambda domain, batch: objective(features[domain.name], queries[domain.name], batch,
+                                                           args.negatives, rng),
+        optimizer, schedule, lambda: validate(domains, features, head, card, analyzer),
+        lambda: copy.deepcopy(head.state_dict()), "words", "BM25 over words")
     head.load_state_dict(best_state)
     seconds = time.perf_counter() - begin
     trained_on = [d.name for d in domains]

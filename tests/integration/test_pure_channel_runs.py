@@ -45,7 +45,7 @@ def test_train_pure_end_to_end_on_two_small_real_domains(tmp_path, tokenizer_dir
     texts = ["Cells grow in blood.", "The protein binds DNA in mice."]
     vectors = encoder.encode_sequences(encoder.tokenize(texts, "doc"), top_k=None)
     cache = PositionCache.build(encoder, texts, "doc", None)
-    channel = LMHeadChannel(encoder, encoder.logit_bias.detach(), 1.0)
+    channel = LMHeadChannel(encoder, 1.0, encoder.logit_bias.detach())
     with torch.no_grad():
         dense = channel.weights(cache, [0, 1])
     for (ids, weights), row in zip(vectors, dense):  # the cache keeps states in bfloat16: rounding apart
