@@ -5,6 +5,9 @@ one-command CPU recipe.
         --output-dir runs/train/words                    # the default model (word channel), ``make train``
     python -m csplade_pyserini.train pure --data ../shared/data/beir/scifact --data ../shared/data/beir/nfcorpus \
         --output-dir runs/train/pure                     # pure CSPLADE (LM-head channel read early), ``make train-csplade``
+    python -m csplade_pyserini.train join --words runs/train/words/model/best --lm-head runs/train/pure/model/best \
+        --data ../shared/data/beir/scifact --data ../shared/data/beir/nfcorpus --output-dir runs/train/default
+                                                         # the default: both channels, weighed on validation
     python -m csplade_pyserini.train recipe --data ../shared/data/beir/scifact --output-dir runs/cpu-recipe
     python -m csplade_pyserini.train adapt --config csplade_pyserini/configs/csplade-1b.yaml \\
         --data MSMARCO/collection.tsv --output-dir runs/adapt
@@ -37,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 TRAINING_COMMANDS = ("adapt", "contrastive")
-COMMANDS = ("words", "pure", "recipe", "adapt", "contrastive", "mine-negatives", "score-teacher", "export", "gpu-bundle", "gpu-recipe")
+COMMANDS = ("words", "pure", "join", "recipe", "adapt", "contrastive", "mine-negatives", "score-teacher", "export", "gpu-bundle", "gpu-recipe")
 
 
 def _optional(kind):
@@ -145,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         from csplade_pyserini.training.lm_head_channel import main as pure_main
 
         return pure_main(rest)
+    if command == "join":
+        from csplade_pyserini.training.join import main as join_main
+
+        return join_main(rest)
     if command == "recipe":
         from csplade_pyserini.training.recipe import main as recipe_main
 

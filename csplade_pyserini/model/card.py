@@ -54,9 +54,13 @@ class ModelCard:
     (tensor ``bias``), relative to the card. Calibrated by training (``--logit-bias-sigmas``) so that a
     term gets weight only where its logit stands out from what the LM predicts everywhere."""
     expansion: bool = True
-    """The LM-head channel (CSPLADE proper): max-pooled ``log(1 + relu(scale * logits + bias))``."""
+    """The LM-head channel (CSPLADE proper): max-pooled ``log(1 + relu(scale * logits + bias))``. Beside the
+    word channel it adds vocabulary terms, spelled ``lm_`` + the entry, to the analysed words
+    (:meth:`expansion_card`)."""
     expansion_weight: float = 1.0
-    """Multiplies the LM-head channel's weights before they meet the lexical channel (learned with it)."""
+    """Multiplies the LM-head channel's weights before they meet the lexical channel (learned with it). Beside
+    the word channel it multiplies the documents' LM-head weights only (chosen on validation by ``train join``);
+    query weights of both channels share the idf-token scale."""
     lexical_head: str | None = None
     """Beyond CSPLADE: a lexical impact head (``model/lexical.py``), a safetensors file relative to the
     card; each input token gets a learned weight, merged with the LM-head channel by max."""
@@ -184,12 +188,12 @@ class ModelCard:
             raise bad("bm25_b" if self.bm25_avgdl > 0 else "bm25_avgdl",
                       "bm25_b must lie in [0, 1] and bm25_avgdl be positive")
         if self.is_words:
-            for name in ("logit_bias", "lexical_head", "context_head"):
-                if getattr(self, name) is not None:
-                    raise bad(name, f"the word channel ({self.term_scheme}) has no {name}; set it to null")
-            if self.expansion:
-                raise bad("expansion", f"the word channel ({self.term_scheme}) has no LM-head expansion; set "
-                                       "expansion to false")
+            if self.lexical_head is not None:
+                raise bad("lexical_head", f"the word channel ({self.term_scheme}) has no lexical_head; set it to null")
+            for name in ("logit_bias", "context_head"):
+                if getattr(self, name) is not None and not self.expansion:
+                    raise bad(name, f"{name} belongs to the LM-head channel: set expansion true (the word channel "
+                                    "with LM-head expansion) or {name} null")
             if self.query_side != "idf-tokens" or self.representation != "sparse":
                 raise bad("query_side", f"the word channel ({self.term_scheme}) is sparse with the inference-free "
                                         "query side: query_side idf-tokens")
@@ -283,6 +287,17 @@ class ModelCard:
 
     def replace(self, **changes: Any) -> "ModelCard":
         return dataclasses.replace(self, **changes)
+
+    def expansion_card(self) -> "ModelCard":
+        """The card of the LM-head channel that expands a word-channel model (``expansion: true`` beside
+        ``words-porter-v1``): the same backbone, prefixes, lengths, LM-head files and top-k, with vocabulary
+        terms and a query side of its own. Its weights enter at ``expansion_weight`` (documents) and the
+        idf-token scale (queries), not at its own ``quant_scale``."""
+        if not (self.is_words and self.expansion):
+            raise InputError("only a word-channel card with expansion true has an LM-head channel beside it",
+                             field="expansion")
+        return self.replace(term_scheme="bpe-escaped-v1", query_side="model", tf_head=None, tf_layer=None,
+                            expansion_weight=1.0, name=None, notes={})
 
     def top_k(self, kind: str) -> int | None:
         """How many of the largest weights a ``query`` or ``doc`` vector keeps (None: all)."""

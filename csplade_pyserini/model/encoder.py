@@ -22,15 +22,22 @@ _CACHE: dict[tuple, "CspladeModel"] = {}
 # idf-tokens query side: query impact = round(scale x idf). Measured on SciFact with the default model:
 # scale 10 gave nDCG@10 0.6520, 30 gave 0.6533 (the model's own query side: 0.6558).
 IDF_TOKEN_SCALE = 30.0
+# The LM-head channel's terms beside the word channel's: a vocabulary entry behind a prefix no analysed word
+# carries (words are runs of letters and digits), so ``lm_cell`` never meets the word ``cell``.
+EXPANSION_PREFIX = "lm_"
 _CACHE_LOCK = threading.Lock()
 
 
 class CspladeModel:
-    def __init__(self, encoder, card: ModelCard, base_dir: Path | None, device: str = "cpu"):
+    def __init__(self, encoder, card: ModelCard, base_dir: Path | None, device: str = "cpu",
+                 expansion: "CspladeModel | None" = None):
         self.encoder = encoder
         self.card = card
         self.base_dir = base_dir
         self.device = device
+        self.expansion = expansion
+        """The word channel's LM-head expansion (card ``expansion: true``): a model of its own, over
+        :meth:`ModelCard.expansion_card`, whose vocabulary terms join the words (:meth:`expansion_impacts`)."""
         self.term_map = None  # the word channel's terms are open-ended words, not vocabulary entries
         if not card.is_words:
             self.term_map = TermMap.from_tokenizer(encoder.tokenizer)
@@ -59,7 +66,8 @@ class CspladeModel:
             from csplade_pyserini.model.words import TermFrequencyHead, WordEncoder
 
             head = TermFrequencyHead.load(card.tf_head, base_dir, model.config.hidden_size) if card.tf_head else None
-            return cls(WordEncoder(model, tokenizer, card, head).to(device).eval(), card, base_dir, device)
+            expansion = cls.from_card(card.expansion_card(), base_dir, device) if card.expansion else None
+            return cls(WordEncoder(model, tokenizer, card, head).to(device).eval(), card, base_dir, device, expansion)
         bias = lexical = None
         if card.logit_bias:
             from csplade_pyserini.model.logit_bias import load_logit_bias
@@ -95,8 +103,11 @@ class CspladeModel:
 
     # --- terms -------------------------------------------------------------------------------------
     def term_fingerprint(self) -> str:
-        """Identifies how terms are spelled (the vocabulary, or the word analyzer)."""
-        return self.encoder.analyzer.fingerprint() if self.card.is_words else self.term_map.fingerprint()
+        """Identifies how terms are spelled (the vocabulary, or the word analyzer, with the expansion's vocabulary)."""
+        if not self.card.is_words:
+            return self.term_map.fingerprint()
+        words = self.encoder.analyzer.fingerprint()
+        return words if self.expansion is None else f"{words}+{EXPANSION_PREFIX}{self.expansion.term_fingerprint()}"
 
     def known_terms(self) -> set[str] | None:
         """Every term this model can emit; None where that set is open (analysed words)."""
@@ -110,13 +121,35 @@ class CspladeModel:
             if max_length is not None and max_length != self.card.max_doc_length:
                 raise InputError("the word channel reads max_doc_length tokens: change it in the spec "
                                  f"(csplade,max_doc_length={max_length}), not with --max-length", field="max_length")
-            vectors, tokens = self.encoder.encode_documents(texts, self.device, max_tokens or 1024, progress)
-            return [self.quantize_impacts(v) for v in vectors], tokens
+            if self.expansion is None:
+                vectors, tokens = self.encoder.encode_documents(texts, self.device, max_tokens or 1024, progress)
+                return [self.quantize_impacts(v) for v in vectors], tokens
+            words, pieces, tokens = self.document_channels(texts, max_tokens, progress)
+            scale = self.card.quant_scale * self.card.expansion_weight
+            return [{**w, **self.expansion_impacts(p, scale)} for w, p in zip(words, pieces)], tokens
         self._require("sparse")
         sequences = self.encoder.tokenize(texts, "doc", max_length)
         encoded = self.encoder.encode_sequences(sequences, top_k=self.card.doc_top_k, max_tokens=max_tokens,
                                                 max_batch=max_batch, device=self.device, progress=progress)
         return [self.to_impacts(ids, weights) for ids, weights in encoded], sum(len(s) for s in sequences)
+
+    def document_channels(self, texts: Sequence[str], max_tokens: int | None = None, progress=None
+                          ) -> tuple[list[dict[str, int]], list[tuple], int]:
+        """A word-channel model with expansion, channel by channel: the words' integer impacts, the LM-head
+        channel's (token ids, float weights), and the tokens read. ``train join`` weighs the second against
+        the first on validation before :meth:`encode_documents` merges them at the card's weight."""
+        vectors, tokens = self.encoder.encode_documents(texts, self.device, max_tokens or 1024)
+        pieces = self.expansion.encode_weights(texts, "doc", max_tokens=max_tokens, progress=progress)
+        return [self.quantize_impacts(v) for v in vectors], pieces, tokens
+
+    def expansion_impacts(self, encoded: tuple, scale: float) -> dict[str, int]:
+        """One text's LM-head (token ids, float weights) as prefixed integer terms, ``round(weight x scale)``."""
+        ids, weights = encoded
+        quantized = quantize_tensor(weights, scale)
+        keep = quantized > 0
+        terms = self.expansion.term_map.terms
+        return {EXPANSION_PREFIX + terms[i]: q for i, q in zip(ids[keep].tolist(), quantized[keep].tolist())
+                if terms[i] is not None}
 
     def for_collection(self, texts: Sequence[str], spec: str | None = None) -> "CspladeModel":
         """This model with the collection statistics its document side needs: for the word channel, BM25's
@@ -146,7 +179,11 @@ class CspladeModel:
                                  field=name)
         encoder = copy.copy(self.encoder)  # shallow: the backbone and heads are shared
         encoder.card = card
-        return CspladeModel(encoder, card, self.base_dir, self.device)
+        expansion = None
+        if self.expansion is not None:
+            old, new = self.expansion.card.to_dict(), card.expansion_card().to_dict()
+            expansion = self.expansion.with_card(**{k: v for k, v in new.items() if old[k] != v})
+        return CspladeModel(encoder, card, self.base_dir, self.device, expansion)
 
     def quantize_impacts(self, weights: Mapping[str, float]) -> dict[str, int]:
         """``round(weight x quant_scale)``, terms rounding to 0 left out (Anserini would truncate floats)."""
@@ -187,9 +224,17 @@ class CspladeModel:
         """The inference-free query side (card ``query_side: idf-tokens``): each query token after the prefix,
         weighted ``max(1, round(IDF_TOKEN_SCALE * idf))`` with the searched index's idf; tokens the index
         does not hold are dropped (they could not match). A repeated token counts once. The word channel weights
-        analysed words instead, a repeated word as often as it occurs (:meth:`WordEncoder.query_vectors`)."""
+        analysed words instead, a repeated word as often as it occurs (:meth:`WordEncoder.query_vectors`); its
+        LM-head expansion adds the model's own query terms, ``round(IDF_TOKEN_SCALE * weight)``, those the index
+        holds with an idf above 0 (the words' rule, and Pyserini's impact searcher's)."""
         if self.card.is_words:
-            return self.encoder.query_vectors(texts, idf, IDF_TOKEN_SCALE)
+            vectors = self.encoder.query_vectors(texts, idf, IDF_TOKEN_SCALE)
+            if self.expansion is not None:
+                pieces = self.expansion.encode_weights(list(texts), "query")
+                vectors = [{**v, **{t: w for t, w in self.expansion_impacts(p, IDF_TOKEN_SCALE).items()
+                                    if idf.get(t, 0) > 0}}
+                           for v, p in zip(vectors, pieces)]
+            return vectors
         excluded = set(self.encoder.excluded_ids(self.encoder.vocab, "cpu").tolist())
         terms = self.term_map.terms
         vectors = []

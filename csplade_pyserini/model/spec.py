@@ -20,10 +20,12 @@ from csplade_pyserini.paths import PACKAGE_DIR
 PREFIX = "csplade"
 DENSE_PREFIX = "csplade-dense"  # the dense counterpart (Lion-DS) in Pyserini's FAISS path
 DEFAULT_MODEL_DIR = PACKAGE_DIR / "assets" / "default-model"
-# Models that ship inside the package, by name (``--encoder csplade:smollm2-pure``): the pure CSPLADE path (the
-# LM-head channel alone, read after layer 4 through a trained context map, ``make train-csplade``) and the
-# earlier default (LM-head expansion + lexical head on SmolLM2, trained on SciFact only), kept for comparison.
+# Models that ship inside the package, by name (``--encoder csplade:smollm2-pure``): the default's two channels
+# alone, the pure CSPLADE path (the LM-head channel read after layer 4 through a trained context map, ``train
+# pure``) and the word channel (``train words``, inference-free queries), and an earlier default (LM-head
+# expansion + lexical head on SmolLM2, trained on SciFact only), kept for comparison.
 PACKAGED_MODELS = {"smollm2-pure": PACKAGE_DIR / "assets" / "smollm2-pure",
+                   "smollm2-words": PACKAGE_DIR / "assets" / "smollm2-words",
                    "smollm2-lexical": PACKAGE_DIR / "assets" / "smollm2-lexical"}
 # An untrained LM head gives almost every vocabulary entry a positive logit (SmolLM2: ~49k terms per
 # text), which no inverted index can serve; a bare backbone therefore keeps its top terms only.

@@ -28,17 +28,33 @@ def test_default_spec_resolves_to_the_packaged_card():
         assert reference is None or not Path(reference).is_absolute(), "portable: paths relative to the card"
 
 
-def test_default_is_the_word_channel_trained_and_selected_on_training_domains_only():
+def test_default_joins_the_word_channel_and_the_lm_head_channel_chosen_on_training_domains_only():
+    from csplade_pyserini.model.context import ContextHead
+
     card = ModelCard.load(DEFAULT_MODEL_DIR / CARD_NAME)
     files = [f for f in DEFAULT_MODEL_DIR.rglob("*") if f.is_file()]
     assert sum(f.stat().st_size for f in files) < 30 * 2**20
     assert card.is_words and card.query_side == "idf-tokens" and card.tf_layer
+    assert card.expansion and card.context_layer is not None and 0 < card.expansion_weight < 1
     TermFrequencyHead.load(card.tf_head, DEFAULT_MODEL_DIR, SMOLLM2_HIDDEN)
+    ContextHead.load(card.context_head, DEFAULT_MODEL_DIR, SMOLLM2_HIDDEN)
+    assert load_logit_bias(card.logit_bias, DEFAULT_MODEL_DIR, vocab=SMOLLM2_VOCAB).isfinite().all()
     notes = card.notes
-    assert notes["training"]["steps"] > 0 and notes["validation"]["curve"], "the card says how it was made"
-    # never trained or selected on the zero-shot suite's collections
+    assert notes["validation"]["curve"] and notes["made_by"].startswith("python -m csplade_pyserini.train join")
+    # never trained or selected on the zero-shot suite's collections, neither channel nor their weight
     assert set(notes["trained_on"]) <= {"scifact", "nfcorpus"}
     assert set(notes["validation"]["selected_on"]) <= {"scifact", "nfcorpus"}
+    for channel in notes["channels"].values():
+        assert channel["training"]["steps"] > 0 and set(channel["trained_on"]) <= {"scifact", "nfcorpus"}
+        assert set(channel["validation"]["selected_on"]) <= {"scifact", "nfcorpus"}
+
+
+def test_the_word_channel_alone_ships_by_name():
+    card, base = card_from_spec("csplade:smollm2-words")
+    assert base == PACKAGED_MODELS["smollm2-words"].resolve()
+    assert card.is_words and not card.expansion and card.query_side == "idf-tokens"
+    TermFrequencyHead.load(card.tf_head, base, SMOLLM2_HIDDEN)
+    assert set(card.notes["trained_on"]) <= {"scifact", "nfcorpus"}
 
 
 def test_the_earlier_default_ships_by_name():

@@ -47,8 +47,19 @@ def test_untrained_head_counts_every_occurrence_once():
 
 def test_card_refuses_mixing_the_word_channel_with_vocabulary_channels():
     ModelCard(**WORDS)
+    with pytest.raises(InputError, match="lexical_head"):
+        ModelCard(**WORDS, lexical_head="lexical_head.safetensors", lexical_layer=1)
+    with pytest.raises(InputError, match="expansion true"):  # an LM-head file needs the LM-head channel on
+        ModelCard(**WORDS, logit_bias="logit_bias.safetensors")
+    joined = ModelCard(**{**WORDS, "expansion": True}, context_layer=4, context_head="context_head.safetensors",
+                       logit_bias="logit_bias.safetensors", tf_head="tf_head.safetensors", tf_layer=4,
+                       expansion_weight=0.04, query_top_k=64)
+    lm_head = joined.expansion_card()
+    assert not lm_head.is_words and lm_head.query_side == "model" and lm_head.tf_head is None
+    assert (lm_head.context_head, lm_head.logit_bias, lm_head.query_top_k) == (joined.context_head, joined.logit_bias, 64)
+    assert lm_head.expansion_weight == 1.0  # the joined card's weight applies where the channels meet
     with pytest.raises(InputError, match="expansion"):
-        ModelCard(**{**WORDS, "expansion": True})
+        ModelCard(**WORDS).expansion_card()
     with pytest.raises(InputError, match="query_side"):
         ModelCard(**{**WORDS, "query_side": "model"})
     with pytest.raises(InputError, match="tf_layer"):
@@ -200,3 +211,54 @@ def test_the_feature_cache_is_reused_only_for_the_same_documents_and_model(words
     assert calls == [1] and "red" in changed.vocabulary
 
 
+
+
+@pytest.fixture(scope="module")
+def joined_checkpoint(words_checkpoint, tmp_path_factory):
+    """``words_checkpoint`` with a random LM-head channel beside it (context map on layer 1, logit bias)."""
+    import shutil
+
+    from csplade_pyserini.model.context import ContextHead
+    from csplade_pyserini.model.logit_bias import save_logit_bias
+
+    folder = tmp_path_factory.mktemp("joined") / "ckpt"
+    shutil.copytree(words_checkpoint, folder)
+    torch.manual_seed(5)
+    context = ContextHead(32)
+    torch.nn.init.normal_(context.map.weight, std=0.2)
+    card = ModelCard.load(folder)
+    vocab = json.loads((folder / "config.json").read_text())["vocab_size"]
+    card.replace(expansion=True, context_layer=1, context_head=context.save(folder), query_top_k=6, doc_top_k=12,
+                 logit_bias=save_logit_bias(torch.full((vocab,), 1.0), folder), expansion_weight=0.25,
+                 quant_scale=1000.0).save(folder)
+    return folder
+
+
+def test_expansion_adds_the_lm_head_channels_terms_at_the_cards_weight(words_checkpoint, joined_checkpoint, one_thread):
+    """Documents: the word channel's impacts unchanged, plus ``lm_`` + each vocabulary term the LM-head channel
+    (a model of its own card) weighs, ``round(weight x quant_scale x expansion_weight)``. Queries: the words'
+    count x idf, plus the LM-head channel's query terms the index holds at ``round(30 x weight)``."""
+    from csplade_pyserini.model.encoder import EXPANSION_PREFIX, CspladeModel
+    from csplade_pyserini.vectors.quantize import quantize_weight
+
+    joined = CspladeModel.from_spec(f"csplade:{joined_checkpoint}", cache=False)
+    words = CspladeModel.from_spec(f"csplade:{words_checkpoint},quant_scale=1000", cache=False)
+    lm_head = CspladeModel.from_card(joined.card.expansion_card(), joined_checkpoint)
+    texts = ["Cells grow in blood.", "The protein binds DNA in mice and men."]
+    vectors, _ = joined.encode_documents(texts)
+    for vector, alone, (ids, weights) in zip(vectors, words.encode_documents(texts)[0],
+                                             lm_head.encode_weights(texts, "doc")):
+        assert {t: w for t, w in vector.items() if not t.startswith(EXPANSION_PREFIX)} == alone
+        want = {EXPANSION_PREFIX + lm_head.term_map.terms[i]: quantize_weight(float(w), 1000.0 * 0.25)
+                for i, w in zip(ids.tolist(), weights.tolist())}
+        assert {t: w for t, w in vector.items() if t.startswith(EXPANSION_PREFIX)} == {t: w for t, w in want.items() if w}
+        assert 0 < len(want) <= 12
+    [(ids, weights)] = lm_head.encode_weights(["cells growing"], "query")
+    pieces = {EXPANSION_PREFIX + lm_head.term_map.terms[i]: quantize_weight(float(w), 30.0)
+              for i, w in zip(ids.tolist(), weights.tolist())}
+    held = sorted(pieces)[:3]
+    idf = {"cell": 2.0, "grow": 0.5, **{t: 1.0 for t in held}}
+    assert joined.idf_token_vectors(["cells growing"], idf) == [{"cell": 60, "grow": 15, **{t: pieces[t] for t in held}}]
+    assert joined.term_fingerprint() != words.term_fingerprint()
+    pinned = joined.with_card(bm25_avgdl=3.0, doc_top_k=4)  # a changed card reaches the channel beside
+    assert pinned.expansion.card.doc_top_k == 4 and pinned.expansion.encoder.model is joined.expansion.encoder.model
