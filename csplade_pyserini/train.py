@@ -19,7 +19,7 @@ one-command CPU recipe.
         --data ../shared/data/beir/scifact --run runs/scifact-train.bm25.trec --output-dir runs/contrastive
     python -m csplade_pyserini.train export --checkpoint runs/contrastive/final --output-dir models/merged
     python -m pyserini.search.lucene ... --encoder csplade:runs/contrastive/best --impact ...
-    python -m csplade_pyserini.train gpu-bundle ...   /   gpu-recipe ...   (training/gpu.py)
+    python scripts/air_gapped_gpu.py bundle ... / recipe ...   # the GPU recipe for an air-gapped GPU node
 
 ``adapt`` and ``contrastive`` take every option of ``training/config.py`` (and transformers'
 ``TrainingArguments``) as ``--dash-case`` flags; ``--config FILE.yaml`` supplies defaults (top-level
@@ -40,7 +40,8 @@ logger = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 TRAINING_COMMANDS = ("adapt", "contrastive")
-COMMANDS = ("words", "pure", "join", "recipe", "adapt", "contrastive", "mine-negatives", "score-teacher", "export", "gpu-bundle", "gpu-recipe")
+COMMANDS = ("words", "pure", "join", "recipe", "adapt", "contrastive", "mine-negatives", "score-teacher", "export")
+MOVED = ("gpu-bundle", "gpu-recipe")  # now scripts/air_gapped_gpu.py: named in the error
 
 
 def _optional(kind):
@@ -135,7 +136,7 @@ def _data_command(command: str, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in (*COMMANDS, *MOVED):
         print(__doc__.strip() + "\n\ncommands: " + ", ".join(COMMANDS) + "  (COMMAND --help for its options)",
               file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
@@ -157,9 +158,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return recipe_main(rest)
     if command in ("gpu-bundle", "gpu-recipe"):
-        from csplade_pyserini.training import gpu
-
-        return (gpu.bundle_main if command == "gpu-bundle" else gpu.recipe_main)(rest)
+        raise InputError(f"train {command} moved out of the package: python scripts/air_gapped_gpu.py "
+                         f"{command[4:]} (same options), from the repository root")
     if command in TRAINING_COMMANDS:
         return _training(command, rest)
     return _data_command(command, rest)

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import shutil
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -143,9 +144,7 @@ def scores_by_weight(model, domain: Domain, weights: list[float]) -> dict[float,
 def join(args: JoinArguments) -> Path:
     """Choose ``expansion_weight`` on validation; write ``OUTPUT_DIR/model/best`` (card + the channels' weight
     files) and the log."""
-    from csplade_pyserini.atomic import atomic_dir, atomic_file
-    from csplade_pyserini.model.card import WEIGHT_FILES, ModelCard
-    from csplade_pyserini.model.encoder import CspladeModel
+    from csplade_pyserini.model.card import ModelCard
 
     if not args.weights or any(w < 0 or not math.isfinite(w) for w in args.weights):
         raise InputError(f"--weights must be non-negative numbers, got {args.weights}", field="weights")
@@ -153,9 +152,18 @@ def join(args: JoinArguments) -> Path:
     folders = {"words": Path(args.words), "lm_head": Path(args.lm_head)}
     cards = {name: located(ModelCard.load(folder), folder) for name, folder in folders.items()}
     card = joined_card(cards["words"], cards["lm_head"], args.quant_scale)
-    staging = run.out / "staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    run.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=run.out, prefix=".join-") as staging:  # gone however the run ends
+        return _join(args, run, folders, cards, card, Path(staging))
+
+
+def _join(args: JoinArguments, run, folders: dict[str, Path], cards: dict, card, staging: Path) -> Path:
+    """:func:`join` with a staging folder: the channels' weight files beside a card at weight 1, which the
+    model scoring every weight loads from."""
+    from csplade_pyserini.atomic import atomic_dir, atomic_file
+    from csplade_pyserini.model.card import WEIGHT_FILES
+    from csplade_pyserini.model.encoder import CspladeModel
+
     for name in WEIGHT_FILES:
         reference = getattr(card, name)
         if reference:
@@ -199,7 +207,6 @@ def join(args: JoinArguments) -> Path:
             if reference:
                 shutil.copy2(staging / reference, Path(tmp) / reference)
         final.save(tmp)
-    shutil.rmtree(staging, ignore_errors=True)
     with atomic_file(run.out / "train_log.jsonl") as handle:
         handle.write("".join(json.dumps(e) + "\n" for e in curve))
     logger.info("kept expansion_weight %g (validation nDCG@10 %s) in %s; %.0f s", best["expansion_weight"],

@@ -55,6 +55,7 @@ def test_join_weighs_the_lm_head_channel_on_validation_and_the_index_scores_as_v
     with pytest.raises(InputError, match="overwrite-output-dir"):
         main([*arguments, "--weights", "0.5"])
     assert main([*arguments, "--weights", "0.5", "--overwrite-output-dir"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["model", "train_log.jsonl"]  # no staging left behind
     folder = out / "model" / "best"
     card = ModelCard.load(folder)
     assert card.is_words and card.expansion and card.expansion_weight == 0.5 and card.quant_scale == 1000

@@ -268,8 +268,10 @@ def test_flags_override_the_recipe_and_bad_recipes_name_the_key(tmp_path):
 
 def test_cli_help_lists_the_commands():
     result = run_python("-m", "csplade_pyserini.train", "--help")
-    for command in ("recipe", "contrastive", "adapt", "gpu-bundle", "gpu-recipe"):
+    for command in ("words", "pure", "join", "recipe", "contrastive", "adapt"):
         assert command in result.stdout
+    moved = run_python("-m", "csplade_pyserini.train", "gpu-bundle", "--data", "x", check=False)
+    assert moved.returncode != 0 and "scripts/air_gapped_gpu.py bundle" in moved.stderr
     assert "--frozen-layers" in run_python("-m", "csplade_pyserini.train", "contrastive", "--help").stdout
 
 
@@ -299,10 +301,17 @@ def test_validation_measures_equal_ir_measures():
     assert abs(ndcg - expected["nDCG@10"]) < 1e-9 and abs(recall - expected["R@100"]) < 1e-9
 
 
-def test_gpu_recipe_runs_end_to_end_on_cpu_at_toy_size(workdir, tmp_path):
-    """The bundle (real SmolLM2 GGUF in parts of at most 60 MiB, checked by SHA-256, de-quantised without the
+def test_air_gapped_gpu_recipe_runs_end_to_end_on_cpu_at_toy_size(workdir, tmp_path):
+    """``scripts/air_gapped_gpu.py``: the bundle (real SmolLM2 GGUF in parts of at most 60 MiB, checked by SHA-256, de-quantised without the
     gguf package), then the GPU command with toy sizes on the CPU: a checkpoint and validation.json."""
-    from csplade_pyserini.training.gpu import recipe_main, write_bundle
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("air_gapped_gpu", REPO / "scripts" / "air_gapped_gpu.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    recipe_main, write_bundle = script.recipe_main, script.write_bundle
 
     manifest = write_bundle(workdir / "toy", workdir / "toy.run", None, tmp_path / "bundle")
     assert len(manifest["transfers"]) == 2

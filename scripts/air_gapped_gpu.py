@@ -1,16 +1,18 @@
-"""The GPU recipe, prepared on a CPU: a self-contained bundle, then one command on the GPU machine.
+"""The GPU recipe for an air-gapped GPU node, prepared on a networked CPU machine: a self-contained bundle
+carried over in parts, then one command on the node.
 
-The GPU machines this toolkit is run on have no network and take at most 64 MiB of files per call, and
-their Python has PyTorch, transformers, peft and accelerate but not the rest of this toolkit's
-dependencies (no gguf, no ir-measures, no Pyserini). So:
+This is a hand-over script, not part of the package: it serves GPU nodes with no network that take files in
+transfers of at most 64 MiB and whose Python has PyTorch, transformers, peft and accelerate but not the rest
+of this toolkit's dependencies (no gguf, no ir-measures, no Pyserini). On a GPU machine with a normal install,
+run the training commands themselves with ``--device cuda`` instead. So:
 
-    # here (CPU): everything the run needs, in transfers of at most 60 MiB each
-    python -m csplade_pyserini.train gpu-bundle --data ../shared/data/beir/scifact \\
-        --negatives runs/train/cpu-recipe/negatives.bm25.trec --teacher-scores runs/train/cpu-recipe/teacher.txt \\
+    # here (CPU, from the repository root): everything the run needs, in transfers of at most 60 MiB each
+    python scripts/air_gapped_gpu.py bundle --data ../shared/data/beir/scifact \
+        --negatives runs/train/cpu-recipe/negatives.bm25.trec --teacher-scores runs/train/cpu-recipe/teacher.txt \
         --output-dir gpu-bundle
-    # there: carry gpu-bundle/transfer-1 in a first call (it stays on the warm machine), then
-    # gpu-bundle/transfer-2 in a second call that runs
-    PYTHONPATH=. python3 -m csplade_pyserini.train gpu-recipe --bundle gpu-bundle --output-dir $OUT/run
+    # there (a copy of the repository): carry gpu-bundle/transfer-1 in a first call (it stays on the warm
+    # machine), then gpu-bundle/transfer-2 in a second call that runs
+    PYTHONPATH=. python3 scripts/air_gapped_gpu.py recipe --bundle gpu-bundle --output-dir $OUT/run
 
 The backbone travels as the original GGUF file split in parts (98 MB: two transfers), checked against
 the manifest's SHA-256 and de-quantised by :mod:`csplade_pyserini.model.gguf_reader` (bit-exact with
@@ -27,13 +29,14 @@ import hashlib
 import json
 import logging
 import shutil
+import sys
 from pathlib import Path
 
 from csplade_pyserini.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-GPU_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "gpu-smollm2.yaml"
+GPU_CONFIG = Path(__file__).resolve().parent.parent / "csplade_pyserini" / "configs" / "gpu-smollm2.yaml"
 MANIFEST = "manifest.json"
 PART_MB = 60
 
@@ -173,7 +176,7 @@ def unpack_bundle(bundle: str | Path, work: str | Path) -> dict[str, Path]:
 
 
 def bundle_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m csplade_pyserini.train gpu-bundle", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python scripts/air_gapped_gpu.py bundle", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="BEIR folder with a train split")
     parser.add_argument("--negatives", required=True, help="TREC run of candidate negatives (mine-negatives)")
@@ -189,7 +192,7 @@ def bundle_main(argv: list[str] | None = None) -> int:
 
 
 def recipe_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m csplade_pyserini.train gpu-recipe", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python3 scripts/air_gapped_gpu.py recipe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", required=True, help="the folder holding every transfer's files and manifest.json")
     parser.add_argument("--output-dir", required=True)
@@ -215,3 +218,19 @@ def recipe_main(argv: list[str] | None = None) -> int:
     logger.info("validation nDCG@10 by step: %s; best: %s", [(e["step"], round(e.get("ndcg@10", 0), 4)) for e in evals],
                 best)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"bundle": bundle_main, "recipe": recipe_main}
+    if not argv or argv[0] not in commands:
+        print(__doc__.strip() + "\n\ncommands: bundle, recipe  (COMMAND --help for its options)",
+              file=sys.stdout if argv[:1] in (["-h"], ["--help"]) else sys.stderr)
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    return commands[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    from csplade_pyserini.cli import run_cli
+
+    run_cli(main)
