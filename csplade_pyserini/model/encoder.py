@@ -144,12 +144,7 @@ class CspladeModel:
 
     def expansion_impacts(self, encoded: tuple, scale: float) -> dict[str, int]:
         """One text's LM-head (token ids, float weights) as prefixed integer terms, ``round(weight x scale)``."""
-        ids, weights = encoded
-        quantized = quantize_tensor(weights, scale)
-        keep = quantized > 0
-        terms = self.expansion.term_map.terms
-        return {EXPANSION_PREFIX + terms[i]: q for i, q in zip(ids[keep].tolist(), quantized[keep].tolist())
-                if terms[i] is not None}
+        return self.expansion.to_impacts(*encoded, scale=scale, prefix=EXPANSION_PREFIX)
 
     def for_collection(self, texts: Sequence[str], spec: str | None = None) -> "CspladeModel":
         """This model with the collection statistics its document side needs: for the word channel, BM25's
@@ -214,11 +209,14 @@ class CspladeModel:
                              f"--encoder {other}:MODEL (a dense model goes into a FAISS index, a sparse one into a "
                              "Lucene impact index)", field="representation")
 
-    def to_impacts(self, ids, weights) -> dict[str, int]:
-        quantized = quantize_tensor(weights, self.card.quant_scale)
+    def to_impacts(self, ids, weights, scale: float | None = None, prefix: str = "") -> dict[str, int]:
+        """Vocabulary (token ids, float weights) as ``prefix + term -> round(weight x scale)`` (the card's
+        ``quant_scale`` unless given), terms rounding to 0 and excluded ids left out."""
+        quantized = quantize_tensor(weights, self.card.quant_scale if scale is None else scale)
         keep = quantized > 0
         terms = self.term_map.terms
-        return {terms[i]: q for i, q in zip(ids[keep].tolist(), quantized[keep].tolist()) if terms[i] is not None}
+        return {prefix + terms[i]: q for i, q in zip(ids[keep].tolist(), quantized[keep].tolist())
+                if terms[i] is not None}
 
     def idf_token_vectors(self, texts: Sequence[str], idf: Mapping[str, float]) -> list[dict[str, int]]:
         """The inference-free query side (card ``query_side: idf-tokens``): each query token after the prefix,

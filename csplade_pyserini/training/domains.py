@@ -172,3 +172,28 @@ def train_steps(run: Run, args, groups: Mapping[str, Sequence], loss: Callable[[
                 best_state = snapshot()
         log.append(entry)
     return best, best_state, log
+
+
+def validation_notes(domains: Sequence[Domain], best: Mapping[str, float], log: Sequence[dict]) -> dict[str, Any]:
+    """A channel trainer's ``notes.validation``: what each domain validated on, the step kept with its
+    nDCG@10, and the curve of validation means."""
+    return {"selected_on": {d.name: d.validation_source for d in domains}, "step kept": best["step"],
+            "ndcg@10": {k: round(v, 4) for k, v in best.items() if k != "step"},
+            "curve": [(e["step"], round(e["validation"]["mean"], 4)) for e in log if "validation" in e]}
+
+
+def write_model(out: Path, card, write_files: Callable[[Path], Any], log: Sequence[dict]) -> Path:
+    """``OUTPUT_DIR/model/best`` (``write_files(folder)``, then the card) and ``OUTPUT_DIR/train_log.jsonl`` (one
+    JSON line per entry), each written whole or not at all; returns the model folder."""
+    import json
+
+    from csplade_pyserini.atomic import atomic_dir, atomic_file
+
+    target = out / "model" / "best"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(target) as tmp:
+        write_files(Path(tmp))
+        card.save(tmp)
+    with atomic_file(out / "train_log.jsonl") as handle:
+        handle.write("".join(json.dumps(e) + "\n" for e in log))
+    return target

@@ -15,7 +15,6 @@ suite's collections is read.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from csplade_pyserini.errors import InputError
 from csplade_pyserini.training.config import option
-from csplade_pyserini.training.domains import Domain, parse_options, start_run, validate_domains
+from csplade_pyserini.training.domains import Domain, parse_options, start_run, validate_domains, write_model
 
 logger = logging.getLogger(__name__)
 
@@ -160,17 +159,14 @@ def join(args: JoinArguments) -> Path:
 def _join(args: JoinArguments, run, folders: dict[str, Path], cards: dict, card, staging: Path) -> Path:
     """:func:`join` with a staging folder: the channels' weight files beside a card at weight 1, which the
     model scoring every weight loads from."""
-    from csplade_pyserini.atomic import atomic_dir, atomic_file
-    from csplade_pyserini.model.card import WEIGHT_FILES
+    from csplade_pyserini.model.card import WEIGHT_FILES, card_file
     from csplade_pyserini.model.encoder import CspladeModel
 
     for name in WEIGHT_FILES:
         reference = getattr(card, name)
         if reference:
-            source = folders["words" if name == "tf_head" else "lm_head"] / reference
-            if not source.is_file():
-                raise InputError(f"the card's {name} file does not exist", path=source, field=name)
-            shutil.copy2(source, staging / reference)
+            shutil.copy2(card_file(reference, folders["words" if name == "tf_head" else "lm_head"], name),
+                         staging / reference)
     card.replace(expansion_weight=1.0).save(staging)
     model = CspladeModel.from_card(card.replace(expansion_weight=1.0), staging, args.device)
     ranked = {d.name: scores_by_weight(model, d, args.weights) for d in run.domains}
@@ -199,16 +195,13 @@ def _join(args: JoinArguments, run, folders: dict[str, Path], cards: dict, card,
                              name=f"{cards['words'].name}+{cards['lm_head'].name}")
     else:  # the LM-head channel did not help: the word channel as it came
         final = cards["words"].replace(notes={**cards["words"].notes, "join": notes["validation"]})
-    target = run.out / "model" / "best"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_dir(target) as tmp:
+    def write_files(folder: Path) -> None:
         for name in WEIGHT_FILES:
             reference = getattr(final, name)
             if reference:
-                shutil.copy2(staging / reference, Path(tmp) / reference)
-        final.save(tmp)
-    with atomic_file(run.out / "train_log.jsonl") as handle:
-        handle.write("".join(json.dumps(e) + "\n" for e in curve))
+                shutil.copy2(staging / reference, folder / reference)
+
+    target = write_model(run.out, final, write_files, curve)
     logger.info("kept expansion_weight %g (validation nDCG@10 %s) in %s; %.0f s", best["expansion_weight"],
                 best["validation"], target, seconds)
     return target

@@ -43,6 +43,8 @@ from csplade_pyserini.training.domains import (
     start_run,
     train_steps,
     validate_domains,
+    validation_notes,
+    write_model,
 )
 
 logger = logging.getLogger(__name__)
@@ -294,7 +296,6 @@ def train(args: PureChannelArguments) -> Path:
     """Train, keep the best validated map and bias, write ``OUTPUT_DIR/model/best`` (card, map, bias) and the log."""
     from transformers import get_cosine_schedule_with_warmup
 
-    from csplade_pyserini.atomic import atomic_dir, atomic_file
     from csplade_pyserini.datasets import beir_file, read_corpus, read_queries
     from csplade_pyserini.model.backbone import load_card_model, resolve_dtype
     from csplade_pyserini.model.context import ContextHead
@@ -357,20 +358,15 @@ def train(args: PureChannelArguments) -> Path:
                      "bias": f"calibrated to {args.bias_target_df} document frequency, then trained at "
                      f"{args.bias_learning_rate}", "seed": args.seed, "seconds": round(seconds, 1),
                      "cache_seconds": round(cache_seconds, 1)},
-        "validation": {"selected_on": {d.name: d.validation_source for d in domains}, "step kept": best["step"],
-                       "ndcg@10": {k: round(v, 4) for k, v in best.items() if k != "step"},
-                       "curve": [(e["step"], round(e["validation"]["mean"], 4)) for e in log if "validation" in e]},
+        "validation": validation_notes(domains, best, log),
         "made_by": "python -m csplade_pyserini.train pure " + " ".join(f"--data {d.folder}" for d in domains),
     }
     final = card.replace(name=f"{args.backbone}-pure-context{args.context_layer}", dtype="auto", notes=notes)
-    target = out / "model" / "best"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_dir(target) as tmp:
-        encoder.context.save(tmp)
-        save_logit_bias(best_state["bias"], tmp)
-        final.save(tmp)
-    with atomic_file(out / "train_log.jsonl") as handle:
-        handle.write("".join(json.dumps(e) + "\n" for e in log))
+    def write_files(folder: Path) -> None:
+        encoder.context.save(folder)
+        save_logit_bias(best_state["bias"], folder)
+
+    target = write_model(out, final, write_files, log)
     logger.info("kept step %d (validation nDCG@10 %s) in %s; %.0f s", best["step"], best, target, seconds)
     return target
 

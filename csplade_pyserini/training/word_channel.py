@@ -38,6 +38,8 @@ from csplade_pyserini.training.domains import (
     start_run,
     train_steps,
     validate_domains,
+    validation_notes,
+    write_model,
 )
 
 logger = logging.getLogger(__name__)
@@ -266,7 +268,6 @@ def train(args: WordChannelArguments) -> Path:
     """Train, keep the best validated head, write ``OUTPUT_DIR/model/best`` (card + head) and the log."""
     from transformers import get_cosine_schedule_with_warmup
 
-    from csplade_pyserini.atomic import atomic_dir, atomic_file
     from csplade_pyserini.datasets import read_corpus
     from csplade_pyserini.model.backbone import load_card_model
     from csplade_pyserini.model.card import ModelCard
@@ -319,19 +320,11 @@ def train(args: WordChannelArguments) -> Path:
                      "learning_rate": args.learning_rate, "seed": args.seed, "seconds": round(seconds, 1),
                      "feature_seconds": round(feature_seconds, 1),
                      "bm25_avgdl": {d.name: features[d.name].avgdl for d in domains}},
-        "validation": {"selected_on": {d.name: d.validation_source for d in domains}, "step kept": best["step"],
-                       "ndcg@10": {k: round(v, 4) for k, v in best.items() if k != "step"},
-                       "curve": [(e["step"], round(e["validation"]["mean"], 4)) for e in log if "validation" in e]},
+        "validation": validation_notes(domains, best, log),
         "made_by": "python -m csplade_pyserini.train words " + " ".join(f"--data {d.folder}" for d in domains),
     }
     final = card.replace(name=f"{args.backbone}-words-tf{args.tf_layer}", dtype="auto", notes=notes)
-    target = out / "model" / "best"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_dir(target) as tmp:
-        head.save(tmp)
-        final.save(tmp)
-    with atomic_file(out / "train_log.jsonl") as handle:
-        handle.write("".join(json.dumps(e) + "\n" for e in log))
+    target = write_model(out, final, head.save, log)
     logger.info("kept step %d (validation nDCG@10 %s) in %s; %.0f s", best["step"], best, target, seconds)
     return target
 
