@@ -103,11 +103,12 @@ bench-retrieval: install
 bench-training: install
 	$(PY) -m benchmarks.training $(BENCH_ARGS)
 
-# after bench-training (or make demo): it searches the default model's SciFact index
+# after bench-zero-shot (or make demo): it searches the default model's SciFact and DL19-pool indexes
 bench-latency: install
 	$(PY) -m benchmarks.query_latency $(BENCH_ARGS)
 	$(PY) -m benchmarks.query_latency --topics dl19-passage --name bench-latency-dl19-pool \
-	    --index $(DL19_INDEX) --bm25-index index/dl19-pool.bm25/lucene --splade-index index/dl19-pool.splade-tiny $(BENCH_ARGS)
+	    --index index/dl19-pool.csplade --bm25-index index/dl19-pool.bm25/lucene --splade-index index/dl19-pool.splade-tiny $(BENCH_ARGS)
+	$(PY) -m benchmarks.cold_start
 
 # after bench-training: where a batch-1 query encode spends its time, and three int8 variants' cost
 bench-query-profile: install

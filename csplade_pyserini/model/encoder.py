@@ -41,7 +41,7 @@ class CspladeModel:
         self.term_map = None  # the word channel's terms are open-ended words, not vocabulary entries
         if not card.is_words:
             self.term_map = TermMap.from_tokenizer(encoder.tokenizer)
-            vocab = encoder.model.get_output_embeddings().weight.shape[0]
+            vocab = encoder.vocab
             if vocab > len(self.term_map):  # padded embedding rows have no token: never terms
                 self.term_map.terms.extend([None] * (vocab - len(self.term_map)))
 
@@ -50,6 +50,8 @@ class CspladeModel:
         from csplade_pyserini.model.dense import DenseEncoder
         from csplade_pyserini.model.sparse import SparseEncoder
 
+        if card.runtime != "torch":
+            return cls.from_onnx(card, base_dir, device)
         model, tokenizer = load_card_model(card, base_dir, device=device,
                                            dtype="float32" if card.quantization else None)
         if card.quantization:
@@ -89,6 +91,23 @@ class CspladeModel:
         return cls(encoder.eval(), card, base_dir, device)
 
     @classmethod
+    def from_onnx(cls, card: ModelCard, base_dir: Path | None = None, device: str = "cpu") -> "CspladeModel":
+        """A card with ``runtime: onnx`` (or ``onnx-int8``): its forward pass in ONNX Runtime, PyTorch's model never
+        loaded (the graph is exported once if no export matches, ``model/onnx.py``). A word-channel card keeps its
+        inference-free queries and runs its LM-head channel, if any, in ONNX Runtime; its documents need PyTorch."""
+        from csplade_pyserini.model.backbone import load_card_tokenizer
+
+        tokenizer = load_card_tokenizer(card, base_dir)
+        if card.is_words:
+            from csplade_pyserini.model.words import WordEncoder
+
+            expansion = cls.from_onnx(card.expansion_card(), base_dir, device) if card.expansion else None
+            return cls(WordEncoder(None, tokenizer, card), card, base_dir, device, expansion)
+        from csplade_pyserini.model.onnx import OnnxSparseEncoder
+
+        return cls(OnnxSparseEncoder.for_card(card, base_dir, tokenizer, device), card, base_dir, device)
+
+    @classmethod
     def from_spec(cls, spec: str, device: str = "cpu", cache: bool = True) -> "CspladeModel":
         """Load (once per process) the model a ``csplade[:MODEL][,k=v]`` spec names."""
         card, base_dir = card_from_spec(spec)
@@ -118,6 +137,9 @@ class CspladeModel:
                          max_batch: int = 256, progress=None) -> tuple[list[dict[str, int]], int]:
         """Integer document vectors, and how many tokens the model read (the encode command's block)."""
         if self.card.is_words:
+            if self.card.runtime != "torch":
+                raise InputError(f"the word channel's documents are encoded by PyTorch; runtime {self.card.runtime} "
+                                 "serves its queries: encode with runtime=torch", field="runtime")
             if max_length is not None and max_length != self.card.max_doc_length:
                 raise InputError("the word channel reads max_doc_length tokens: change it in the spec "
                                  f"(csplade,max_doc_length={max_length}), not with --max-length", field="max_length")
@@ -167,7 +189,7 @@ class CspladeModel:
         """This model under a card with ``changes`` (validated as the card validates itself; a length beyond
         the backbone's positions refused). The copy shares the weights: only the card differs."""
         card = self.card.replace(**changes)
-        positions = getattr(self.encoder.model.config, "max_position_embeddings", None)
+        positions = self.max_positions()
         for name in ("max_doc_length", "max_query_length"):
             if name in changes and positions and getattr(card, name) > positions:
                 raise InputError(f"{getattr(card, name)} tokens is beyond the backbone's {positions} positions",
@@ -179,6 +201,13 @@ class CspladeModel:
             old, new = self.expansion.card.to_dict(), card.expansion_card().to_dict()
             expansion = self.expansion.with_card(**{k: v for k, v in new.items() if old[k] != v})
         return CspladeModel(encoder, card, self.base_dir, self.device, expansion)
+
+    def max_positions(self) -> int | None:
+        """The backbone's positions (the longest input it reads); None where unknown."""
+        model = getattr(self.encoder, "model", None)
+        if model is None:
+            return getattr(self.encoder, "positions", None)
+        return getattr(model.config, "max_position_embeddings", None)
 
     def quantize_impacts(self, weights: Mapping[str, float]) -> dict[str, int]:
         """``round(weight x quant_scale)``, terms rounding to 0 left out (Anserini would truncate floats)."""
@@ -256,23 +285,15 @@ class CspladeModel:
         return [self.to_impacts(ids, w) for ids, w in self.encode_weights(texts, kind, **kwargs)]
 
     def weight_files(self) -> dict[str, str | None]:
-        """Content fingerprints of the card's adapter, logit bias and lexical head (None where absent)."""
-        from csplade_pyserini.model.card import WEIGHT_FILES, file_fingerprint
+        """Content fingerprints of the card's adapter, logit bias and heads (None where absent)."""
+        from csplade_pyserini.model.card import weight_fingerprints
 
-        out = {}
-        for name in WEIGHT_FILES:
-            reference = getattr(self.card, name)
-            path = None
-            if reference:
-                path = Path(reference)
-                if not path.is_absolute() and self.base_dir is not None:
-                    path = self.base_dir / path
-            out[name] = file_fingerprint(path) if path is not None and path.exists() else None
-        return out
+        return weight_fingerprints(self.card, self.base_dir)
 
     def info(self) -> dict[str, Any]:
         """What an index needs to remember about the model that built it."""
-        dtype = str(next(self.encoder.model.parameters()).dtype).replace("torch.", "")
+        model = getattr(self.encoder, "model", None)
+        dtype = self.card.runtime if model is None else str(next(model.parameters()).dtype).replace("torch.", "")
         return {"card": self.card.to_dict(), "dtype": dtype, "term_fingerprint": self.term_fingerprint(),
                 "vocab_size": None if self.term_map is None else len(self.term_map), "weight_files": self.weight_files(),
                 "toolkit": f"csplade-pyserini {__version__}"}

@@ -116,43 +116,18 @@ def sparse_rows(weights: torch.Tensor, top_k: int | None = None) -> list[tuple[t
     return list(zip(ids.split(counts), values.split(counts)))
 
 
-class SparseEncoder(torch.nn.Module):
-    def __init__(self, model, tokenizer, card: ModelCard, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-                 logit_bias: torch.Tensor | None = None, lexical: LexicalHead | None = None,
-                 context: ContextHead | None = None):
-        super().__init__()
-        self.model = model
+class SparseInputs:
+    """What a sparse encoder does before and after its forward pass, whatever runs the forward (PyTorch here,
+    ONNX Runtime in ``model/onnx.py``): the card's tokenisation, prefixes and pooled positions, batching, and
+    the special tokens that never become terms."""
+
+    tokenizer: object
+    card: ModelCard
+
+    def init_inputs(self, tokenizer, card: ModelCard) -> None:
         self.tokenizer = tokenizer
         self.card = card
-        self.chunk_elements = chunk_elements
-        self.logit_scale = card.resolved_logit_scale(model.config.hidden_size)
-        self.vocab = decoder_and_head(model)[1].shape[0]
-        if logit_bias is not None and logit_bias.numel() != self.vocab:
-            raise ValueError(f"logit bias has {logit_bias.numel()} entries but the LM head has {self.vocab}")
-        self.logit_bias = None if logit_bias is None else torch.nn.Parameter(
-            logit_bias.detach().float().clone(), requires_grad=False)
-        self.expansion_weight = torch.nn.Parameter(torch.tensor(float(card.expansion_weight)), requires_grad=False)
-        if card.lexical_head is not None and lexical is None:
-            raise ValueError("the model card names a lexical head but none was given")
-        if lexical is not None and card.lexical_layer is None:
-            raise ValueError("a lexical head needs the card's lexical_layer")
-        if card.lexical_layer is not None and card.lexical_layer > num_layers(model):
-            raise ValueError(f"lexical_layer {card.lexical_layer} is beyond the model's {num_layers(model)} layers")
-        self.lexical = lexical
-        if (card.context_layer is None) != (context is None):
-            raise ValueError("a context map and the card's context_layer go together")
-        self.context = context
-        if card.context_layer is not None:
-            decoder = decoder_and_head(model)[0]
-            if card.context_layer > len(decoder.layers):
-                raise ValueError(f"context_layer {card.context_layer} is beyond the model's {len(decoder.layers)} layers")
-            decoder.layers = decoder.layers[:card.context_layer]  # the rest is never run
-        if card.variant == "bidirectional":
-            if set_bidirectional(model, True) == 0:
-                raise ValueError(f"{type(model).__name__} has no attention modules with an is_causal flag; "
-                                 "the bidirectional variant is not supported for it")
         self._excluded = None
-        self._workspace = LogitsWorkspace()
         self._prefix_ids = {kind: self._prefix_tokens(kind) for kind in ("query", "doc")}
 
     # --- tokenisation ------------------------------------------------------------------------------
@@ -211,6 +186,65 @@ class SparseEncoder(torch.nn.Module):
                 start += prefix
             pool[i, offset + start:offset + len(row)] = 1
         return Batch(input_ids, attention, pool, order if order is not None else list(range(len(rows))))
+
+    def excluded_ids(self, vocab: int, device) -> torch.Tensor:
+        if self._excluded is None or self._excluded.device != torch.device(device):
+            ids = special_token_ids(self.tokenizer)
+            # A tensor first made under inference_mode could never be used by a training forward.
+            with torch.inference_mode(False):
+                self._excluded = torch.tensor(sorted(i for i in ids if i < vocab), dtype=torch.long, device=device)
+        return self._excluded
+
+
+    def batches(self, sequences: Sequence[Sequence[int]], max_tokens: int, max_batch: int,
+                pad_multiple: int = SHAPE_MULTIPLE, kind: str = "doc") -> Iterable[Batch]:
+        """Longest first, so each batch pads little; a batch holds at most ``max_tokens`` padded tokens."""
+        factor = 2 if self.card.variant == "echo" else 1
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        start = 0
+        while start < len(order):
+            width = round_up(max(1, len(sequences[order[start]]) * factor), pad_multiple)
+            size = max(1, min(max_batch, max_tokens // width))
+            chunk = order[start:start + size]
+            yield self.collate([sequences[i] for i in chunk], chunk, pad_multiple, kind)
+            start += size
+
+
+class SparseEncoder(torch.nn.Module, SparseInputs):
+    def __init__(self, model, tokenizer, card: ModelCard, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+                 logit_bias: torch.Tensor | None = None, lexical: LexicalHead | None = None,
+                 context: ContextHead | None = None):
+        super().__init__()
+        self.model = model
+        self.chunk_elements = chunk_elements
+        self.logit_scale = card.resolved_logit_scale(model.config.hidden_size)
+        self.vocab = decoder_and_head(model)[1].shape[0]
+        if logit_bias is not None and logit_bias.numel() != self.vocab:
+            raise ValueError(f"logit bias has {logit_bias.numel()} entries but the LM head has {self.vocab}")
+        self.logit_bias = None if logit_bias is None else torch.nn.Parameter(
+            logit_bias.detach().float().clone(), requires_grad=False)
+        self.expansion_weight = torch.nn.Parameter(torch.tensor(float(card.expansion_weight)), requires_grad=False)
+        if card.lexical_head is not None and lexical is None:
+            raise ValueError("the model card names a lexical head but none was given")
+        if lexical is not None and card.lexical_layer is None:
+            raise ValueError("a lexical head needs the card's lexical_layer")
+        if card.lexical_layer is not None and card.lexical_layer > num_layers(model):
+            raise ValueError(f"lexical_layer {card.lexical_layer} is beyond the model's {num_layers(model)} layers")
+        self.lexical = lexical
+        if (card.context_layer is None) != (context is None):
+            raise ValueError("a context map and the card's context_layer go together")
+        self.context = context
+        if card.context_layer is not None:
+            decoder = decoder_and_head(model)[0]
+            if card.context_layer > len(decoder.layers):
+                raise ValueError(f"context_layer {card.context_layer} is beyond the model's {len(decoder.layers)} layers")
+            decoder.layers = decoder.layers[:card.context_layer]  # the rest is never run
+        if card.variant == "bidirectional":
+            if set_bidirectional(model, True) == 0:
+                raise ValueError(f"{type(model).__name__} has no attention modules with an is_causal flag; "
+                                 "the bidirectional variant is not supported for it")
+        self._workspace = LogitsWorkspace()
+        self.init_inputs(tokenizer, card)
 
     # --- forward -----------------------------------------------------------------------------------
     def _needs_states(self) -> int | None:
@@ -307,28 +341,7 @@ class SparseEncoder(torch.nn.Module):
         ``log(1 + relu(.))`` and the channel weight."""
         return splade_activation(pooled.float(), self.logit_scale, self.logit_bias) * self.expansion_weight
 
-    def excluded_ids(self, vocab: int, device) -> torch.Tensor:
-        if self._excluded is None or self._excluded.device != torch.device(device):
-            ids = special_token_ids(self.tokenizer)
-            # A tensor first made under inference_mode could never be used by a training forward.
-            with torch.inference_mode(False):
-                self._excluded = torch.tensor(sorted(i for i in ids if i < vocab), dtype=torch.long, device=device)
-        return self._excluded
-
     # --- inference ---------------------------------------------------------------------------------
-    def batches(self, sequences: Sequence[Sequence[int]], max_tokens: int, max_batch: int,
-                pad_multiple: int = SHAPE_MULTIPLE, kind: str = "doc") -> Iterable[Batch]:
-        """Longest first, so each batch pads little; a batch holds at most ``max_tokens`` padded tokens."""
-        factor = 2 if self.card.variant == "echo" else 1
-        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-        start = 0
-        while start < len(order):
-            width = round_up(max(1, len(sequences[order[start]]) * factor), pad_multiple)
-            size = max(1, min(max_batch, max_tokens // width))
-            chunk = order[start:start + size]
-            yield self.collate([sequences[i] for i in chunk], chunk, pad_multiple, kind)
-            start += size
-
     @torch.inference_mode()
     def encode_sequences(self, sequences: Sequence[Sequence[int]], top_k: int | None = None,
                          max_tokens: int | None = None, max_batch: int = 256, device: str | torch.device = "cpu",

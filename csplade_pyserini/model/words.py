@@ -214,6 +214,9 @@ class WordEncoder(torch.nn.Module):
     def encode_documents(self, texts: Sequence[str], device: str | torch.device = "cpu", max_tokens: int = 1024,
                          progress=None) -> tuple[list[dict[str, float]], int]:
         """Float impacts per text, and how many tokens the model read."""
+        if self.card.tf_head is not None and self.tf_head is None:
+            raise InputError("this word channel was loaded without its term-frequency head (a query-side runtime): "
+                             "its documents need runtime=torch", field="runtime")
         documents, sequences = self.analyse(texts)
         states: list = [None] * len(texts)
         if self.tf_head is not None:

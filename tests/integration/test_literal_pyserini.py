@@ -96,6 +96,17 @@ def test_our_clis_reproduce_the_literal_commands(literal_pipeline, our_index):
     assert "nDCG@10" in result.stdout
 
 
+def test_onnx_runtime_query_side_gives_the_same_run(literal_pipeline, tmp_path):
+    """The literal search with the query encoder in ONNX Runtime (``runtime=onnx``, exported on first use into
+    the cache): the same run file as PyTorch's, the index check passing unchanged."""
+    work = literal_pipeline["work"]
+    run_python("-m", "pyserini.search.lucene", "--index", str(work / "index"), "--topics", "beir-v1.0.0-scifact.test",
+               "--encoder", literal_pipeline["spec"] + ",runtime=onnx", "--impact", "--output",
+               str(tmp_path / "onnx-run.txt"), "--hits", "1000", env={"CSPLADE_CACHE": str(tmp_path / "cache")})
+    assert list((tmp_path / "cache" / "onnx").iterdir())  # exported once, there
+    assert (tmp_path / "onnx-run.txt").read_text() == (work / "run.txt").read_text()
+
+
 def test_query_vocabulary_must_match_the_index(literal_pipeline, tmp_path):
     vectors = tmp_path / "bert-vectors"
     vectors.mkdir()
