@@ -62,8 +62,18 @@ def prepare_environment() -> None:
     from csplade_pyserini.paths import topics_dir
 
     prefer_passive_openmp()
+    logging.getLogger("torchao").addFilter(UnloadableKernels())
     _JAVA_HOME = java.configure_java()
     java.link_offline_topics(topics_dir())
+
+
+class UnloadableKernels(logging.Filter):
+    """Drops torchao's "Failed to load ..." warnings about its optional compiled kernels (CUDA, MX formats,
+    built for other Python versions), which transformers' import of torchao printed on every Pyserini command.
+    They concern kernels this process never calls; torchao's other messages pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.getMessage().startswith("Failed to load ") and ".so" in record.getMessage())
 
 
 # Java leaves SIGTERM and SIGINT to Python: without it the JVM's own handler can hang in vm_exit while the

@@ -241,9 +241,20 @@ class OnnxSparseEncoder(SparseInputs):
 
     @classmethod
     def for_card(cls, card: ModelCard, base_dir: Path | None, tokenizer, device: str = "cpu") -> "OnnxSparseEncoder":
-        folder, record = export_folder(card, base_dir)
-        name = record["files"]["int8" if card.runtime == "onnx-int8" else "float32"]
-        return cls(folder / name, tokenizer, card, record, device)
+        import errno
+
+        kind = "int8" if card.runtime == "onnx-int8" else "float32"
+        try:
+            folder, record = export_folder(card, base_dir)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            # an unwritable cache: export into a temporary folder, load the graph from it, remove it
+            logger.warning("cannot write the ONNX cache (%s); exporting for this process only", exc)
+            with tempfile.TemporaryDirectory() as tmp:
+                record = write_export(Path(tmp), card, base_dir)
+                return cls(Path(tmp) / record["files"][kind], tokenizer, card, record, device)
+        return cls(folder / record["files"][kind], tokenizer, card, record, device)
 
     def encode_sequences(self, sequences: Sequence[Sequence[int]], top_k: int | None = None,
                          max_tokens: int | None = None, max_batch: int = 256, device: str = "cpu", progress=None,

@@ -123,6 +123,22 @@ def test_the_graph_is_keyed_by_what_enters_it(tiny_checkpoint, monkeypatch):
     assert all(len(ids) <= 3 for ids, _ in model.encode_weights(TEXTS, "query"))
 
 
+def test_an_unwritable_cache_exports_for_the_process_only(tiny_checkpoint, tmp_path, monkeypatch):
+    """A read-only cache (a shared install): the graph is exported into a temporary folder and loaded from it."""
+    import errno
+
+    from csplade_pyserini.model import onnx
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "cache"))
+
+    monkeypatch.setenv("CSPLADE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(onnx, "export_folder", read_only)
+    model = CspladeModel.from_spec(f"csplade:{tiny_checkpoint},runtime=onnx", cache=False)
+    assert not model.encoder.graph.exists() and not (tmp_path / "cache").exists()
+    assert any(len(ids) for ids, _ in model.encode_weights(TEXTS, "query"))
+
+
 def test_an_export_folder_is_self_contained(tmp_path, tokenizer_dir, monkeypatch):
     """``export onnx`` writes the card (runtime onnx), its weight files and the graphs; the folder then serves
     as a spec without touching the cache, and ``runtime=torch`` on it gives the same vectors."""
@@ -176,3 +192,4 @@ def test_card_rules_for_runtime():
     with pytest.raises(InputError, match="dense"):
         ModelCard(runtime="onnx", representation="dense")
     assert ModelCard(runtime="onnx-int8").runtime == "onnx-int8"
+

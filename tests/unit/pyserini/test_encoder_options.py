@@ -61,3 +61,17 @@ def test_the_literal_encoder_honours_a_typed_max_length(tiny_checkpoint, monkeyp
     # what Pyserini passes on each call (its default 256) changes nothing: the card decides
     assert untyped.encode(text, max_length=256) == untyped.encode(text, max_length=8)
     assert typed.encode(text, max_length=256) != untyped.encode(text, max_length=256)
+
+
+def test_torchao_kernel_load_warnings_are_dropped_and_nothing_else():
+    import logging
+
+    from csplade_pyserini.integration.patches import UnloadableKernels
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("torchao", logging.WARNING, __file__, 1, message, None, None)
+
+    quiet = UnloadableKernels()
+    assert not quiet.filter(record("Failed to load /x/torchao/_C_mxfp8.cpython-310-x86_64-linux-gnu.so: Could not load"))
+    assert quiet.filter(record("Failed to load the quantization config"))
+    assert quiet.filter(record("int4 weight-only needs a CPU with AVX-512"))
