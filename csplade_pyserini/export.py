@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from csplade_pyserini.atomic import atomic_dir, check_output
+    from csplade_pyserini.atomic import atomic_dir, check_output, clear_stale_temporaries, output_lock
     from csplade_pyserini.model.card import CARD_NAME
     from csplade_pyserini.model.onnx import RECORD_FILE, export_model
     from csplade_pyserini.model.spec import card_from_spec
@@ -42,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     card, base_dir = card_from_spec(args.encoder)
     check_output(args.output, [base_dir] if base_dir is not None else [], args.overwrite,
                  lambda folder: (folder / RECORD_FILE).exists() and (folder / CARD_NAME).exists(), "export")
-    with atomic_dir(args.output) as tmp:
-        exported, record = export_model(card, base_dir, Path(tmp))
+    with output_lock(args.output):
+        clear_stale_temporaries(args.output)
+        with atomic_dir(args.output) as tmp:
+            exported, record = export_model(card, base_dir, Path(tmp))
     print(json.dumps({"output": str(args.output), "card": CARD_NAME, "runtime": exported.runtime,
                       "fingerprint": record["fingerprint"], "files": record["files"], "vocab": record["vocab"]}, indent=2))
     return 0
