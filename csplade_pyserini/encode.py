@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         clear_stale_temporaries(out)
         # collection statistics (the word channel's avgdl) come from the whole corpus, whatever the shard
         model = CspladeModel.from_spec(args.encoder, device=args.device)
+        model.require_documents()
         if args.max_length is not None:  # an override of the card: the vector folder's record carries it
             model = model.with_card(max_doc_length=args.max_length)
         model = model.for_collection([d.contents for d in collection], args.encoder)

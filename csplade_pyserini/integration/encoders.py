@@ -74,6 +74,7 @@ class CspladeDocumentEncoder(DocumentEncoder):
         import sys
 
         self.model = CspladeModel.from_spec(model_name, device=str(device))
+        self.model.require_documents()
         command = pyserini_encode_command(sys.argv)
         if command is not None and command.max_length is not None:  # typed: overrides the card, as in our encode
             self.model = self.model.with_card(max_doc_length=command.max_length)

@@ -136,10 +136,8 @@ class CspladeModel:
     def encode_documents(self, texts: Sequence[str], max_length: int | None = None, max_tokens: int | None = None,
                          max_batch: int = 256, progress=None) -> tuple[list[dict[str, int]], int]:
         """Integer document vectors, and how many tokens the model read (the encode command's block)."""
+        self.require_documents()
         if self.card.is_words:
-            if self.card.runtime != "torch":
-                raise InputError(f"the word channel's documents are encoded by PyTorch; runtime {self.card.runtime} "
-                                 "serves its queries: encode with runtime=torch", field="runtime")
             if max_length is not None and max_length != self.card.max_doc_length:
                 raise InputError("the word channel reads max_doc_length tokens: change it in the spec "
                                  f"(csplade,max_doc_length={max_length}), not with --max-length", field="max_length")
@@ -154,6 +152,13 @@ class CspladeModel:
         encoded = self.encoder.encode_sequences(sequences, top_k=self.card.doc_top_k, max_tokens=max_tokens,
                                                 max_batch=max_batch, device=self.device, progress=progress)
         return [self.to_impacts(ids, weights) for ids, weights in encoded], sum(len(s) for s in sequences)
+
+    def require_documents(self) -> None:
+        """Refuse a model loaded for its queries only (a word channel under an ONNX runtime: its term-frequency
+        head needs PyTorch); the encode commands call it before they write anything."""
+        if self.card.is_words and self.card.runtime != "torch":
+            raise InputError(f"the word channel's documents are encoded by PyTorch; runtime {self.card.runtime} "
+                             "serves its queries: encode with runtime=torch", field="runtime")
 
     def document_channels(self, texts: Sequence[str], max_tokens: int | None = None, progress=None
                           ) -> tuple[list[dict[str, int]], list[tuple], int]:

@@ -23,3 +23,25 @@ def test_export_command_writes_whole_and_refuses_to_overwrite(tiny_checkpoint, t
                      "--output", str(tmp_path / "bad"), env=env, check=False)
     assert bad.returncode == 2 and "runtime" in bad.stderr and not (tmp_path / "bad").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporaries left
+
+
+def test_word_channel_documents_under_onnx_are_refused_before_any_output(tmp_path, tokenizer_dir):
+    """The literal ``pyserini.encode`` and ours with ``runtime=onnx`` on a word channel (whose documents need
+    PyTorch): one error naming the field, and no output folder."""
+    from conftest import WORDS, make_tiny_llama, scifact_slice
+
+    from csplade_pyserini.model.words import TermFrequencyHead
+
+    folder = make_tiny_llama(tmp_path / "words", tokenizer_dir, doc_top_k=None, tf_head="tf_head.safetensors",
+                             tf_layer=1, **{**WORDS, "expansion": True})
+    TermFrequencyHead(32, 8).save(folder)
+    corpus, _, _ = scifact_slice(tmp_path / "data")
+    spec, env = f"csplade:{folder},runtime=onnx", {"CSPLADE_CACHE": str(tmp_path / "cache")}
+    literal = run_python("-m", "pyserini.encode", "input", "--corpus", str(corpus), "--fields", "title", "text",
+                         "output", "--embeddings", str(tmp_path / "literal"), "encoder", "--encoder", spec,
+                         "--fields", "title", "text", "--device", "cpu", env=env, check=False)
+    ours = run_python("-m", "csplade_pyserini.encode", "--corpus", str(corpus), "--embeddings", str(tmp_path / "ours"),
+                      "--encoder", spec, env=env, check=False)
+    for result in (literal, ours):
+        assert result.returncode != 0 and "field 'runtime'" in result.stderr and "runtime=torch" in result.stderr
+    assert not (tmp_path / "literal").exists() and not (tmp_path / "ours").exists()
