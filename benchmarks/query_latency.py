@@ -149,15 +149,19 @@ def plot(rows: list[dict], path: Path, topics: str) -> None:
 
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(8.4, 4.4))
+    markers = "osD^vP*Xhp<>"
     for number, row in enumerate(rows):
         x, y = row["total_ms"]["mean"], row["scores"]["nDCG@10"]
-        ax.scatter([x], [y], s=40)
-        ax.annotate(row["system"].replace("csplade query encoder, ", "").split(" (")[0], (x, y), textcoords="offset points",
-                    xytext=(6, 6 if number % 2 else -12), fontsize=8)
+        name = row["system"].replace("csplade query encoder, ", "").split(" (")[0]
+        ax.scatter([x], [y], s=45, marker=markers[number % len(markers)], label=name)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
+    ticks = [t for t in (5, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300) if
+             min(r["total_ms"]["mean"] for r in rows) * 0.8 <= t <= max(r["total_ms"]["mean"] for r in rows) * 1.2]
+    ax.set_xticks(ticks)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     ax.set_xlabel("ms per query at batch 1 (encoding + Lucene search), log scale")
     ax.set_ylabel(f"nDCG@10 ({topics})")
     ax.set_title("Query side: effectiveness against latency")
