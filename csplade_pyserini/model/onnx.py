@@ -89,9 +89,10 @@ def graph_fingerprint(card: ModelCard, base_dir: Path | None) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def export_graph(encoder: SparseEncoder, path: Path) -> None:
+def export_graph(encoder: SparseEncoder, path: Path) -> bool:
     """``encoder``'s forward pass as an ONNX graph at ``path`` (``torch.onnx``'s exporter, dynamic batch and
-    length). ``encoder`` should hold float32 weights: that is the precision the graph keeps."""
+    length). ``encoder`` should hold float32 weights: that is the precision the graph keeps. Returns whether
+    the weights went to an external data file beside it (graphs over protobuf's 2 GB limit)."""
     graph = SparseGraph(encoder).eval()
     sample = encoder.collate(encoder.tokenize(["a first sample text", "and a second, longer sample text"], "doc"))
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
@@ -101,6 +102,7 @@ def export_graph(encoder: SparseEncoder, path: Path) -> None:
         torch.onnx.export(graph, (sample.input_ids, sample.attention_mask, sample.pool_mask), str(path),
                           input_names=list(INPUTS), output_names=["weights"], dynamic_shapes=shapes, dynamo=True,
                           external_data=big, opset_version=OPSET, verbose=False)
+    return big
 
 
 def quantize_graph(source: Path, target: Path, vocab: int) -> None:
@@ -167,13 +169,17 @@ def write_export(folder: Path, card: ModelCard, base_dir: Path | None) -> dict:
     model = CspladeModel.from_card(card.replace(runtime="torch", dtype="float32", quantization=None), base_dir)
     encoder = model.encoder
     logger.info("exporting %s to ONNX in %s (once per graph)", card.name or card.backbone, folder)
-    export_graph(encoder, folder / GRAPH_FILE)
-    quantize_graph(folder / GRAPH_FILE, folder / INT8_FILE, encoder.vocab)
+    int8 = INT8_FILE
+    if export_graph(encoder, folder / GRAPH_FILE):
+        int8 = None  # the staged int8 rewrite is made for graphs that fit in one protobuf
+        logger.warning("the graph is over 2 GB (weights in an external data file): no int8 graph")
+    else:
+        quantize_graph(folder / GRAPH_FILE, folder / INT8_FILE, encoder.vocab)
     record = {"format": FORMAT, "fingerprint": graph_fingerprint(card, base_dir),
               "fields": {name: getattr(card, name) for name in GRAPH_FIELDS}, "vocab": encoder.vocab,
               "max_position_embeddings": getattr(encoder.model.config, "max_position_embeddings", None),
               "inputs": list(INPUTS), "output": "weights: [batch, vocab] float32, before top-k and quantisation",
-              "files": {"float32": GRAPH_FILE, "int8": INT8_FILE}, "opset": OPSET, "torch": torch.__version__,
+              "files": {"float32": GRAPH_FILE, "int8": int8}, "opset": OPSET, "torch": torch.__version__,
               "onnxruntime": onnxruntime.__version__}
     (folder / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return record
@@ -201,6 +207,15 @@ def export_folder(card: ModelCard, base_dir: Path | None) -> tuple[Path, dict]:
     with atomic_dir(cached) as tmp:
         record = write_export(tmp, card, base_dir)
     return cached, record
+
+
+def graph_file(folder: Path, record: dict, kind: str) -> Path:
+    """The ``float32`` or ``int8`` graph of an export; a graph over 2 GB has no int8 twin."""
+    name = record["files"].get(kind)
+    if name is None:
+        raise InputError(f"the ONNX export in {folder} has no {kind} graph (a graph over 2 GB): use runtime=onnx",
+                         field="runtime")
+    return Path(folder) / name
 
 
 def numpy_rows(weights, top_k: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -253,8 +268,8 @@ class OnnxSparseEncoder(SparseInputs):
             logger.warning("cannot write the ONNX cache (%s); exporting for this process only", exc)
             with tempfile.TemporaryDirectory() as tmp:
                 record = write_export(Path(tmp), card, base_dir)
-                return cls(Path(tmp) / record["files"][kind], tokenizer, card, record, device)
-        return cls(folder / record["files"][kind], tokenizer, card, record, device)
+                return cls(graph_file(Path(tmp), record, kind), tokenizer, card, record, device)
+        return cls(graph_file(folder, record, kind), tokenizer, card, record, device)
 
     def encode_sequences(self, sequences: Sequence[Sequence[int]], top_k: int | None = None,
                          max_tokens: int | None = None, max_batch: int = 256, device: str = "cpu", progress=None,

@@ -184,6 +184,16 @@ def test_word_channel_queries_in_onnx_documents_refused(tmp_path, tokenizer_dir)
         onnx_model.encode_documents(["a document"])
 
 
+def test_an_export_without_int8_graph_refuses_onnx_int8(tmp_path):
+    """Graphs over 2 GB keep their weights in an external file and get no int8 twin: asked for, it is refused."""
+    from csplade_pyserini.model.onnx import GRAPH_FILE, graph_file
+
+    record = {"files": {"float32": GRAPH_FILE, "int8": None}}
+    assert graph_file(tmp_path, record, "float32") == tmp_path / GRAPH_FILE
+    with pytest.raises(InputError, match="runtime=onnx"):
+        graph_file(tmp_path, record, "int8")
+
+
 def test_card_rules_for_runtime():
     with pytest.raises(InputError, match="runtime"):
         ModelCard(runtime="tensorrt")
