@@ -354,13 +354,26 @@ def weight_fingerprints(card: "ModelCard", base_dir: str | Path | None) -> dict[
     where the card names none or the file is not local (a hub adapter)."""
     out = {}
     for name in WEIGHT_FILES:
-        reference, path = getattr(card, name), None
-        if reference:
-            path = Path(reference)
-            if not path.is_absolute() and base_dir is not None:
-                path = Path(base_dir) / path
+        path = card_path(getattr(card, name), base_dir) if getattr(card, name) else None
         out[name] = file_fingerprint(path) if path is not None and path.exists() else None
     return out
+
+
+def card_path(reference: str, base_dir: str | Path | None) -> Path:
+    """Where a path a card names lies: relative references start from the card's folder."""
+    path = Path(reference)
+    return path if path.is_absolute() or base_dir is None else Path(base_dir) / path
+
+
+def located(card: "ModelCard", folder: Path) -> "ModelCard":
+    """``card`` with a backbone, adapter or tokenizer given relative to its folder made absolute, for a card that
+    is written into another folder (``smollm2`` or a hub id stays as it is)."""
+    changes = {}
+    for name in ("backbone", "adapter", "tokenizer"):
+        reference = getattr(card, name)
+        if isinstance(reference, str) and not Path(reference).is_absolute() and (Path(folder) / reference).exists():
+            changes[name] = str((Path(folder) / reference).resolve())
+    return card.replace(**changes) if changes else card
 
 
 def file_fingerprint(path: str | Path | None) -> str | None:
@@ -380,9 +393,7 @@ def file_fingerprint(path: str | Path | None) -> str | None:
 
 def card_file(reference: str, base_dir: str | Path | None, field_name: str) -> Path:
     """A file a card names (``logit_bias``, ``lexical_head``), relative to the card's folder; it must exist."""
-    path = Path(reference)
-    if not path.is_absolute() and base_dir is not None:
-        path = Path(base_dir) / path
+    path = card_path(reference, base_dir)
     if not path.is_file():
         raise InputError(f"the model card's {field_name} file does not exist", path=path, field=field_name)
     return path

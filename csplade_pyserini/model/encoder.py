@@ -91,17 +91,19 @@ class CspladeModel:
         return cls(encoder.eval(), card, base_dir, device)
 
     @classmethod
-    def from_onnx(cls, card: ModelCard, base_dir: Path | None = None, device: str = "cpu") -> "CspladeModel":
+    def from_onnx(cls, card: ModelCard, base_dir: Path | None = None, device: str = "cpu",
+                  tokenizer=None) -> "CspladeModel":
         """A card with ``runtime: onnx`` (or ``onnx-int8``): its forward pass in ONNX Runtime, PyTorch's model never
         loaded (the graph is exported once if no export matches, ``model/onnx.py``). A word-channel card keeps its
-        inference-free queries and runs its LM-head channel, if any, in ONNX Runtime; its documents need PyTorch."""
+        inference-free queries and runs its LM-head channel, if any, in ONNX Runtime (with the same tokenizer:
+        the expansion card keeps the backbone, tokenizer and padding side); its documents need PyTorch."""
         from csplade_pyserini.model.backbone import load_card_tokenizer
 
-        tokenizer = load_card_tokenizer(card, base_dir)
+        tokenizer = tokenizer if tokenizer is not None else load_card_tokenizer(card, base_dir)
         if card.is_words:
             from csplade_pyserini.model.words import WordEncoder
 
-            expansion = cls.from_onnx(card.expansion_card(), base_dir, device) if card.expansion else None
+            expansion = cls.from_onnx(card.expansion_card(), base_dir, device, tokenizer) if card.expansion else None
             return cls(WordEncoder(None, tokenizer, card), card, base_dir, device, expansion)
         from csplade_pyserini.model.onnx import OnnxSparseEncoder
 
@@ -209,7 +211,7 @@ class CspladeModel:
 
     def max_positions(self) -> int | None:
         """The backbone's positions (the longest input it reads); None where unknown."""
-        model = getattr(self.encoder, "model", None)
+        model = self.encoder.model
         if model is None:
             return getattr(self.encoder, "positions", None)
         return getattr(model.config, "max_position_embeddings", None)
@@ -297,7 +299,7 @@ class CspladeModel:
 
     def info(self) -> dict[str, Any]:
         """What an index needs to remember about the model that built it."""
-        model = getattr(self.encoder, "model", None)
+        model = self.encoder.model
         dtype = self.card.runtime if model is None else str(next(model.parameters()).dtype).replace("torch.", "")
         return {"card": self.card.to_dict(), "dtype": dtype, "term_fingerprint": self.term_fingerprint(),
                 "vocab_size": None if self.term_map is None else len(self.term_map), "weight_files": self.weight_files(),

@@ -27,7 +27,7 @@ from typing import Sequence
 import torch
 
 from csplade_pyserini.errors import InputError
-from csplade_pyserini.model.card import ModelCard, weight_fingerprints
+from csplade_pyserini.model.card import WEIGHT_FILES, ModelCard, card_path, located, weight_fingerprints
 from csplade_pyserini.model.sparse import SparseEncoder, SparseInputs, decoder_and_head
 from csplade_pyserini.paths import cache_dir
 
@@ -177,7 +177,7 @@ def write_export(folder: Path, card: ModelCard, base_dir: Path | None) -> dict:
         quantize_graph(folder / GRAPH_FILE, folder / INT8_FILE, encoder.vocab)
     record = {"format": FORMAT, "fingerprint": graph_fingerprint(card, base_dir),
               "fields": {name: getattr(card, name) for name in GRAPH_FIELDS}, "vocab": encoder.vocab,
-              "max_position_embeddings": getattr(encoder.model.config, "max_position_embeddings", None),
+              "max_position_embeddings": model.max_positions(),
               "inputs": list(INPUTS), "output": "weights: [batch, vocab] float32, before top-k and quantisation",
               "files": {"float32": GRAPH_FILE, "int8": int8}, "opset": OPSET, "torch": torch.__version__,
               "onnxruntime": onnxruntime.__version__}
@@ -299,23 +299,20 @@ def export_model(card: ModelCard, base_dir: Path | None, folder: Path) -> tuple[
     if card.is_words and not card.expansion:
         raise InputError("this word channel has no model on its query side (queries are weighted by idf): there "
                          "is nothing to export", field="expansion")
+    if base_dir is not None:
+        card = located(card, base_dir)
     changes: dict = {"runtime": "onnx"}
-    for name in ("logit_bias", "lexical_head", "context_head", "tf_head", "adapter"):
+    for name in WEIGHT_FILES:
         reference = getattr(card, name)
         if not reference:
             continue
-        source = Path(reference) if Path(reference).is_absolute() or base_dir is None else Path(base_dir) / reference
+        source = card_path(reference, base_dir)
         if not source.exists():
             if name == "adapter":  # a hub id: stays a reference
                 continue
             raise InputError(f"the model card's {name} file does not exist", path=source, field=name)
-        target = folder / source.name
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, folder / source.name)
         changes[name] = source.name
-    for name in ("backbone", "tokenizer"):  # a path relative to the old card's folder becomes absolute
-        reference = getattr(card, name)
-        if reference and base_dir is not None and not Path(reference).is_absolute() and (Path(base_dir) / reference).exists():
-            changes[name] = str((Path(base_dir) / reference).resolve())
     exported = card.replace(**changes)
     exported.save(folder)
     record = write_export(folder, exported.expansion_card() if exported.is_words else exported, folder)

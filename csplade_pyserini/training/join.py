@@ -77,17 +77,6 @@ def joined_card(words, lm_head, quant_scale: float):
     return card
 
 
-def located(card, folder: Path):
-    """``card`` with a backbone, adapter or tokenizer given relative to its folder made absolute: the joined
-    card lives in another folder (``smollm2`` or a hub id stays as it is)."""
-    changes = {}
-    for name in ("backbone", "adapter", "tokenizer"):
-        reference = getattr(card, name)
-        if isinstance(reference, str) and not Path(reference).is_absolute() and (folder / reference).exists():
-            changes[name] = str((folder / reference).resolve())
-    return card.replace(**changes) if changes else card
-
-
 def scores_by_weight(model, domain: Domain, weights: list[float]) -> dict[float, dict[str, dict[str, float]]]:
     """Each validation query's ten best documents of ``domain``'s corpus at every weight, scored exactly as the
     impact index would (integer vectors; idf ``log(N / df)`` over the indexed words)."""
@@ -143,7 +132,7 @@ def scores_by_weight(model, domain: Domain, weights: list[float]) -> dict[float,
 def join(args: JoinArguments) -> Path:
     """Choose ``expansion_weight`` on validation; write ``OUTPUT_DIR/model/best`` (card + the channels' weight
     files) and the log."""
-    from csplade_pyserini.model.card import ModelCard
+    from csplade_pyserini.model.card import ModelCard, located
 
     if not args.weights or any(w < 0 or not math.isfinite(w) for w in args.weights):
         raise InputError(f"--weights must be non-negative numbers, got {args.weights}", field="weights")
