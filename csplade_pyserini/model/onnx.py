@@ -36,9 +36,12 @@ logger = logging.getLogger(__name__)
 GRAPH_FILE = "sparse_encoder.onnx"
 INT8_FILE = "sparse_encoder.int8.onnx"
 RECORD_FILE = "onnx_export.json"
-FORMAT = 2  # raised whenever the export changes, so that older exports are made again, never reused
+FORMAT = 3  # raised whenever the export changes, so that older exports are made again, never reused
 OPSET = 18
 INPUTS = ("input_ids", "attention_mask", "pool_mask")
+SCREEN = 256
+"""Candidates the int8 graph's LM head picks per text; the float32 head then weighs them. It serves a top-k of
+at most ``SCREEN // 4`` (64): four candidates per kept term, measured to hold float32's top 64 on SciFact."""
 # card fields and weight files that enter the graph (lengths, prefixes, top-k and the integer scale act
 # outside it, in Python)
 GRAPH_FIELDS = ("backbone", "adapter", "tokenizer", "variant", "logit_scale", "expansion", "expansion_weight",
@@ -49,11 +52,17 @@ GRAPH_WEIGHTS = ("adapter", "logit_bias", "lexical_head", "context_head")
 class SparseGraph(torch.nn.Module):
     """:meth:`SparseEncoder.forward` in plain tensor operations an exporter can trace: no chunked logits
     workspace, no branch on the data. The LM head runs on every position (padding and unpooled positions
-    zeroed first: their logits are then exactly 0, which never changes ``max(0, .)``)."""
+    zeroed first: their logits are then exactly 0, which never changes ``max(0, .)``).
 
-    def __init__(self, encoder: SparseEncoder):
+    With ``screen``, the graph keeps the ``screen`` largest weights per text and computes them again from the
+    head's float32 rows of those entries alone; every other entry is 0. Its first product is the one int8
+    quantisation rewrites (:func:`quantize_graph`): the cheap int8 head chooses the candidates, the float32
+    head gives their weights, so the kept terms weigh what float32 gives them."""
+
+    def __init__(self, encoder: SparseEncoder, screen: int | None = None):
         super().__init__()
         self.encoder = encoder
+        self.screen = screen
         keep = torch.ones(encoder.vocab)
         keep[encoder.excluded_ids(encoder.vocab, "cpu")] = 0.0
         self.register_buffer("keep", keep)
@@ -61,7 +70,7 @@ class SparseGraph(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pool_mask: torch.Tensor) -> torch.Tensor:
         encoder = self.encoder
         final, lexical_states = encoder.encoder_states(input_ids, attention_mask)
-        weights = None
+        weights = head = lexical = None
         if encoder.card.expansion:
             _, head = decoder_and_head(encoder.model)
             hidden = final * pool_mask.unsqueeze(-1).to(final.dtype)
@@ -73,7 +82,15 @@ class SparseGraph(torch.nn.Module):
             lexical = torch.log1p(torch.where(holds, impacts.unsqueeze(-1), 0.0).amax(dim=1))
             weights = lexical if weights is None else torch.maximum(weights, lexical)
         pooled_any = pool_mask.amax(dim=1, keepdim=True).to(weights.dtype)  # a text with no pooled position
-        return weights * self.keep * pooled_any
+        weights = weights * self.keep * pooled_any
+        if self.screen is None or head is None:
+            return weights
+        candidates = weights.topk(self.screen, dim=1).indices  # [batch, screen]
+        rows = head[candidates]  # [batch, screen, hidden]: the head's float32 rows of the candidates
+        exact = encoder.activate(torch.matmul(hidden, rows.transpose(1, 2)).amax(dim=1).clamp_min(0), candidates)
+        if lexical is not None:
+            exact = torch.maximum(exact, lexical.gather(1, candidates))
+        return torch.zeros_like(weights).scatter(1, candidates, exact * self.keep[candidates] * pooled_any)
 
 
 def graph_fingerprint(card: ModelCard, base_dir: Path | None) -> str:
@@ -89,11 +106,12 @@ def graph_fingerprint(card: ModelCard, base_dir: Path | None) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def export_graph(encoder: SparseEncoder, path: Path) -> bool:
+def export_graph(encoder: SparseEncoder, path: Path, screen: int | None = None) -> bool:
     """``encoder``'s forward pass as an ONNX graph at ``path`` (``torch.onnx``'s exporter, dynamic batch and
-    length). ``encoder`` should hold float32 weights: that is the precision the graph keeps. Returns whether
-    the weights went to an external data file beside it (graphs over protobuf's 2 GB limit)."""
-    graph = SparseGraph(encoder).eval()
+    length), screened (:class:`SparseGraph`) where ``screen`` is given. ``encoder`` should hold float32
+    weights: that is the precision the graph keeps. Returns whether the weights went to an external data file
+    beside it (graphs over protobuf's 2 GB limit)."""
+    graph = SparseGraph(encoder, screen).eval()
     sample = encoder.collate(encoder.tokenize(["a first sample text", "and a second, longer sample text"], "doc"))
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
     shapes = {name: {0: batch, 1: length} for name in INPUTS}
@@ -108,9 +126,10 @@ def export_graph(encoder: SparseEncoder, path: Path) -> bool:
 def quantize_graph(source: Path, target: Path, vocab: int) -> None:
     """ONNX Runtime's dynamic int8 quantisation (weights per output channel, activations per batch) of the LM
     head's matrix product, written to ``target``; the decoder stays float32 (without an LM-head channel, the
-    decoder's products are quantised). The head is most of a query's
-    FLOPs (``vocab x hidden`` per position) and gains from int8 kernels; the decoder's small products, quantised
-    too, ran slower than float32 here and moved the weights more (``docs/benchmarks.md``)."""
+    decoder's products are quantised). The head is most of a query's time (a ``vocab x hidden`` matrix read
+    from memory per text); in a screened graph (:class:`SparseGraph`) only its first product is int8, and the
+    float32 head weighs the candidates. Quantising the decoder's products too moves the states every weight
+    is computed from (``docs/benchmarks.md``)."""
     import onnx
     from onnx import numpy_helper
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -170,16 +189,21 @@ def write_export(folder: Path, card: ModelCard, base_dir: Path | None) -> dict:
     encoder = model.encoder
     logger.info("exporting %s to ONNX in %s (once per graph)", card.name or card.backbone, folder)
     int8 = INT8_FILE
+    screen = min(SCREEN, encoder.vocab) if encoder.card.expansion else None
     if export_graph(encoder, folder / GRAPH_FILE):
-        int8 = None  # the staged int8 rewrite is made for graphs that fit in one protobuf
+        int8 = screen = None  # the staged int8 rewrite is made for graphs that fit in one protobuf
         logger.warning("the graph is over 2 GB (weights in an external data file): no int8 graph")
-    else:
+    elif screen is None:  # a lexical head alone: nothing to screen, its decoder's products are quantised
         quantize_graph(folder / GRAPH_FILE, folder / INT8_FILE, encoder.vocab)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            export_graph(encoder, Path(tmp) / GRAPH_FILE, screen)
+            quantize_graph(Path(tmp) / GRAPH_FILE, folder / INT8_FILE, encoder.vocab)
     record = {"format": FORMAT, "fingerprint": graph_fingerprint(card, base_dir),
               "fields": {name: getattr(card, name) for name in GRAPH_FIELDS}, "vocab": encoder.vocab,
               "max_position_embeddings": model.max_positions(),
               "inputs": list(INPUTS), "output": "weights: [batch, vocab] float32, before top-k and quantisation",
-              "files": {"float32": GRAPH_FILE, "int8": int8}, "opset": OPSET, "torch": torch.__version__,
+              "files": {"float32": GRAPH_FILE, "int8": int8}, "screen": screen, "opset": OPSET, "torch": torch.__version__,
               "onnxruntime": onnxruntime.__version__}
     (folder / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return record
@@ -235,24 +259,46 @@ def numpy_rows(weights, top_k: int | None = None) -> list[tuple[torch.Tensor, to
 
 class OnnxSparseEncoder(SparseInputs):
     """A sparse encoder whose forward pass runs in ONNX Runtime; the same tokenisation, batching and sparse rows
-    as :class:`SparseEncoder`, which is what :class:`~csplade_pyserini.model.encoder.CspladeModel` calls."""
+    as :class:`SparseEncoder`, which is what :class:`~csplade_pyserini.model.encoder.CspladeModel` calls.
+
+    The int8 graph is screened (:class:`SparseGraph`): it answers a top-k of at most ``screen // 4``. A side
+    without a top-k, or a larger one (a card's documents), runs the float32 graph instead, loaded when first
+    asked for."""
 
     model = None  # no PyTorch model behind it
 
-    def __init__(self, graph: Path, tokenizer, card: ModelCard, record: dict, device: str = "cpu"):
+    def __init__(self, folder: Path, record: dict, kind: str, tokenizer, card: ModelCard, device: str = "cpu"):
+        self.folder, self.record, self.device = Path(folder), record, device
+        self.graph = graph_file(self.folder, record, kind)
+        self.session = self.open(self.graph)
+        self.screen = record.get("screen") if kind == "int8" else None
+        self._float32 = None
+        self.vocab = int(record["vocab"])
+        self.positions = record.get("max_position_embeddings")
+        self.init_inputs(tokenizer, card)
+
+    def open(self, graph: Path):
+        """An ONNX Runtime session on ``graph`` with the process's thread count."""
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()  # what --threads / OMP_NUM_THREADS chose
         options.inter_op_num_threads = 1
         providers = ["CPUExecutionProvider"]
-        if str(device).startswith("cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        if str(self.device).startswith("cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
-        self.session = onnxruntime.InferenceSession(str(graph), options, providers=providers)
-        self.graph = Path(graph)
-        self.vocab = int(record["vocab"])
-        self.positions = record.get("max_position_embeddings")
-        self.init_inputs(tokenizer, card)
+        return onnxruntime.InferenceSession(str(graph), options, providers=providers)
+
+    def session_for(self, top_k: int | None):
+        """The session that gives ``top_k`` terms per text as float32 weighs them: the screened int8 graph
+        where ``top_k`` fits its screen, the float32 graph otherwise."""
+        if self.screen is None or (top_k is not None and top_k <= self.screen // 4):
+            return self.session
+        if self._float32 is None:
+            logger.info("%s: running the float32 graph (the int8 graph serves a top-k of at most %d)",
+                        "no top-k" if top_k is None else f"a top-k of {top_k}", self.screen // 4)
+            self._float32 = self.open(graph_file(self.folder, self.record, "float32"))
+        return self._float32
 
     @classmethod
     def for_card(cls, card: ModelCard, base_dir: Path | None, tokenizer, device: str = "cpu") -> "OnnxSparseEncoder":
@@ -264,22 +310,25 @@ class OnnxSparseEncoder(SparseInputs):
         except OSError as exc:
             if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise
-            # an unwritable cache: export into a temporary folder, load the graph from it, remove it
+            # an unwritable cache: export into a temporary folder, load the graphs from it, remove it
             logger.warning("cannot write the ONNX cache (%s); exporting for this process only", exc)
             with tempfile.TemporaryDirectory() as tmp:
-                record = write_export(Path(tmp), card, base_dir)
-                return cls(graph_file(Path(tmp), record, kind), tokenizer, card, record, device)
-        return cls(graph_file(folder, record, kind), tokenizer, card, record, device)
+                encoder = cls(Path(tmp), write_export(Path(tmp), card, base_dir), kind, tokenizer, card, device)
+                if encoder.screen is not None:
+                    encoder.session_for(None)  # its float32 fallback, while the file exists
+                return encoder
+        return cls(folder, record, kind, tokenizer, card, device)
 
     def encode_sequences(self, sequences: Sequence[Sequence[int]], top_k: int | None = None,
                          max_tokens: int | None = None, max_batch: int = 256, device: str = "cpu", progress=None,
                          pad_multiple: int = 1, kind: str = "doc") -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Sparse (token ids, float weights) per sequence, in input order (:meth:`SparseEncoder.encode_sequences`)."""
+        session = self.session_for(top_k)
         results: list = [None] * len(sequences)
         for batch in self.batches(sequences, max_tokens or 1024, max_batch, pad_multiple, kind):
             feeds = {"input_ids": batch.input_ids.numpy(), "attention_mask": batch.attention_mask.numpy(),
                      "pool_mask": batch.pool_mask.numpy()}
-            weights = self.session.run(None, feeds)[0]
+            weights = session.run(None, feeds)[0]
             for position, row in zip(batch.order, numpy_rows(weights, top_k)):
                 results[position] = row
             if progress is not None:

@@ -336,10 +336,12 @@ class SparseEncoder(torch.nn.Module, SparseInputs):
         return max_pool_lm_head(self.hidden_states(input_ids, attention_mask), head, pool_mask,
                                 self.chunk_elements, self._workspace)
 
-    def activate(self, pooled: torch.Tensor) -> torch.Tensor:
+    def activate(self, pooled: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         """The LM-head channel's weights from :meth:`max_logits` output: card scale, logit bias,
-        ``log(1 + relu(.))`` and the channel weight."""
-        return splade_activation(pooled.float(), self.logit_scale, self.logit_bias) * self.expansion_weight
+        ``log(1 + relu(.))`` and the channel weight. ``ids`` (same shape as ``pooled``) names the vocabulary
+        entry of each column where ``pooled`` holds a subset of the vocabulary."""
+        bias = self.logit_bias if ids is None or self.logit_bias is None else self.logit_bias[ids]
+        return splade_activation(pooled.float(), self.logit_scale, bias) * self.expansion_weight
 
     # --- inference ---------------------------------------------------------------------------------
     @torch.inference_mode()

@@ -82,24 +82,29 @@ def test_onnx_weights_equal_pytorch_float32(case, kind):
         ((got > TOLERANCE) != (expected > TOLERANCE)).logical_and(expected.sub(TOLERANCE).abs() < TOLERANCE).all())
 
 
-def test_int8_graph_runs_close_to_float32(case):
-    """ONNX Runtime's dynamic int8 changes the weights (how much is measured by the latency benchmark), but
-    keeps the special tokens out and the empty text empty."""
-    float32 = CspladeModel.from_spec(f"csplade:{case},runtime=onnx", cache=False)
-    int8 = CspladeModel.from_spec(f"csplade:{case},runtime=onnx-int8", cache=False)
+def test_int8_graph_keeps_float32_top_k(case):
+    """The int8 head only chooses candidates: a top-k side gets float32's terms and weights; a side without a
+    top-k runs the float32 graph. Special tokens stay out and the empty text empty."""
+    float32 = CspladeModel.from_spec(f"csplade:{case},runtime=onnx,query_top_k=8", cache=False)
+    int8 = CspladeModel.from_spec(f"csplade:{case},runtime=onnx-int8,query_top_k=8", cache=False)
     assert int8.encoder.graph.name.endswith(".int8.onnx") and float32.encoder.graph != int8.encoder.graph
     import onnx
 
     ops = [n.op_type for n in onnx.load(str(int8.encoder.graph), load_external_data=False).graph.node]
     float_ops = [n.op_type for n in onnx.load(str(float32.encoder.graph), load_external_data=False).graph.node]
-    if int8.card.expansion:  # the LM head's product alone is int8; the decoder's stay float
-        assert ops.count("MatMulInteger") == 1 and ops.count("MatMul") == float_ops.count("MatMul") - 1
+    vocab = float32.encoder.vocab
+    if int8.card.expansion:  # the screening product alone is int8; the candidates' product is float
+        assert ops.count("MatMulInteger") == 1 and "TopK" in ops and ops.count("MatMul") == float_ops.count("MatMul")
+        assert int8.encoder.screen == 256 and 8 <= int8.encoder.screen // 4
     else:  # no LM head: the decoder's products with a weight matrix (not attention's scores)
         assert 0 < ops.count("MatMulInteger") < float_ops.count("MatMul")
-    vocab = float32.encoder.vocab
-    got = dense(int8.encode_weights(TEXTS, "doc"), vocab)
-    assert got[2].count_nonzero() == 0 and got[0].count_nonzero() > 0
-    assert got[:, int8.encoder.excluded_ids(vocab, "cpu")].count_nonzero() == 0
+    for kind in ("query", "doc"):  # queries: the screened int8 graph; documents (no top-k): the float32 graph
+        got = dense(int8.encode_weights(TEXTS, kind), vocab)
+        assert got[2].count_nonzero() == 0 and got[0].count_nonzero() > 0
+        assert got[:, int8.encoder.excluded_ids(vocab, "cpu")].count_nonzero() == 0
+        if int8.card.expansion:
+            expected = dense(float32.encode_weights(TEXTS, kind), vocab)
+            assert (got - expected).abs().max() < TOLERANCE
 
 
 def test_the_graph_is_keyed_by_what_enters_it(tiny_checkpoint, monkeypatch):
@@ -137,6 +142,8 @@ def test_an_unwritable_cache_exports_for_the_process_only(tiny_checkpoint, tmp_p
     model = CspladeModel.from_spec(f"csplade:{tiny_checkpoint},runtime=onnx", cache=False)
     assert not model.encoder.graph.exists() and not (tmp_path / "cache").exists()
     assert any(len(ids) for ids, _ in model.encode_weights(TEXTS, "query"))
+    int8 = CspladeModel.from_spec(f"csplade:{tiny_checkpoint},runtime=onnx-int8", cache=False)
+    assert all(len(ids) for ids, _ in int8.encode_weights(TEXTS[:2], "doc"))  # its float32 graph loaded before
 
 
 def test_an_export_folder_is_self_contained(tmp_path, tokenizer_dir, monkeypatch):
