@@ -84,10 +84,10 @@ def test_vectors(model, args, qids: list[str], queries: dict[str, str], docids: 
     """Query vectors (live) and document vectors (cache of the frozen bottom, then the model's top layers),
     as the training's validation computes them: sparse COO ``[n, vocab]`` (top-k weights) or dense."""
     from csplade_pyserini.datasets import read_corpus
-    from csplade_pyserini.training.cache import ActivationCache, texts_fingerprint
-    from csplade_pyserini.training.collator import CacheSource, TextSource
-    from csplade_pyserini.training.model import SparseBiEncoder
-    from csplade_pyserini.training.validation import RetrievalValidation
+    from csplade_pyserini.train.cache import ActivationCache, texts_fingerprint
+    from csplade_pyserini.train.collator import CacheSource, TextSource
+    from csplade_pyserini.train.model import SparseBiEncoder
+    from csplade_pyserini.train.validation import RetrievalValidation
 
     folder = Path(args.recipe_dir) / "cache" / "causal-docs"
     meta = json.loads((folder / "cache.json").read_text(encoding="utf-8"))
@@ -165,7 +165,7 @@ def encoding_speed(model, texts: list[str]) -> dict:
 
 
 def evaluate(args, representation: str, qids, queries, qrels, docids, sample: list[str]) -> dict:
-    from csplade_pyserini.evaluation.measures import evaluate_run, measures_for
+    from csplade_pyserini.evaluate.measures import evaluate_run, measures_for
     from csplade_pyserini.model.encoder import CspladeModel
 
     path = checkpoint(args, representation)
@@ -198,7 +198,7 @@ def dl19_pool_rows(args) -> list[dict]:
     from pyserini.search.faiss import FaissSearcher
     from tqdm import tqdm
 
-    from csplade_pyserini.evaluation.measures import evaluate_run, measures_for
+    from csplade_pyserini.evaluate.measures import evaluate_run, measures_for
     from csplade_pyserini.integration.encoders import CspladeDenseQueryEncoder
     from csplade_pyserini.model.encoder import CspladeModel
     from csplade_pyserini.pipeline import load_task

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from csplade_pyserini import seismic_search
     from benchmarks.query_latency import timed_search
     from csplade_pyserini.datasets import load_topics
-    from csplade_pyserini.evaluation.measures import evaluate_run, measures_for
+    from csplade_pyserini.evaluate.measures import evaluate_run, measures_for
     from csplade_pyserini.integration.encoders import CspladeQueryEncoder
     from csplade_pyserini.search import PrecomputedQueries
 

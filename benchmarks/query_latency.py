@@ -28,7 +28,7 @@ from pathlib import Path
 
 from benchmarks.report import RESULTS, write_report
 from csplade_pyserini.cli import run_cli, set_threads
-from csplade_pyserini.evaluation.significance import PairedComparison, paired_comparison
+from csplade_pyserini.evaluate.significance import PairedComparison, paired_comparison
 from csplade_pyserini.model.quantization import model_bytes
 from csplade_pyserini.paths import shared_path
 
@@ -122,7 +122,7 @@ def splade_row(model_dir: Path, index: str, qids: list[str], texts: list[str], t
     """The splade-tiny baseline's query side, timed the same way: Pyserini's own ``SpladeQueryEncoder`` (a
     4-layer BERT) at batch 1, then its own impact index."""
     from csplade_pyserini.baselines import splade_query_encoder
-    from csplade_pyserini.evaluation.measures import evaluate_run
+    from csplade_pyserini.evaluate.measures import evaluate_run
 
     reset_peak_rss()
     start = time.perf_counter()
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     from pyserini.search.lucene import LuceneSearcher
 
     from csplade_pyserini.datasets import load_topics
-    from csplade_pyserini.evaluation.measures import evaluate_run, measures_for
+    from csplade_pyserini.evaluate.measures import evaluate_run, measures_for
     from csplade_pyserini.integration.encoders import CspladeQueryEncoder
 
     topics = load_topics(args.topics)
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     plot(rows, RESULTS / f"{args.name}.png", args.topics)
     lines += ["", "Change vs fp32: the mean per-query nDCG@10 difference, its 95% bootstrap interval and the p-value "
-              "of a paired randomisation test (evaluation/significance.py); an interval that holds 0 is not a "
+              "of a paired randomisation test (evaluate/significance.py); an interval that holds 0 is not a "
               "measurable change on these queries.", "", "Model MB: what encodes a query, as stored (the ONNX graph file; PyTorch's quantized tensors and packed "
               "parameters; the LM head stays float). Peak RSS: the whole process's high-water mark while the variant loaded, encoded the "
               "queries and the document sample (it includes the BM25 searcher and the JVM). docs/s: "

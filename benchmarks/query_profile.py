@@ -13,7 +13,7 @@ int8 dynamic quantisations of the decoder's projections (torch.ao, weights and a
 the card's ``quantization=int8-dynamic`` (per-tensor weights), per-channel weights, and per-tensor with
 the MLP down-projections kept in float (the projections whose inputs carry the largest activation
 outliers). Each row: encode ms per query, nDCG@10 and its change against float32 with a paired 95%
-interval and p-value (``evaluation/significance.py``). Writes ``eval/results/bench-query-profile.{md,json}``.
+interval and p-value (``evaluate/significance.py``). Writes ``eval/results/bench-query-profile.{md,json}``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import warnings
 from benchmarks.report import write_report
 from benchmarks.query_latency import WARM_UP, time_query_side
 from csplade_pyserini.cli import run_cli, set_threads
-from csplade_pyserini.evaluation.significance import PairedComparison, paired_comparison
+from csplade_pyserini.evaluate.significance import PairedComparison, paired_comparison
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def _quantise(encoder, row: str) -> None:
 def int8_rows(model: str, topics_name: str, index: str, hits: int) -> list[dict]:
     """Part 2 on one topic set: every row of :data:`INT8_ROWS`, searched on ``index``."""
     from csplade_pyserini.datasets import load_topics
-    from csplade_pyserini.evaluation.measures import evaluate_run, measures_for
+    from csplade_pyserini.evaluate.measures import evaluate_run, measures_for
     from csplade_pyserini.integration.encoders import CspladeQueryEncoder
     from csplade_pyserini.model import encoder as encoder_module
 

@@ -95,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     threads = set_threads(args.threads)
 
     from csplade_pyserini.datasets import beir_file, load_qrels, read_corpus, read_queries
-    from csplade_pyserini.evaluation.measures import evaluate_run, measures_for
+    from csplade_pyserini.evaluate.measures import evaluate_run, measures_for
     from csplade_pyserini.model.encoder import CspladeModel
-    from csplade_pyserini.training.cache import ActivationCache, texts_fingerprint
-    from csplade_pyserini.training.model import calibrate_bias_to_df
+    from csplade_pyserini.train.cache import ActivationCache, texts_fingerprint
+    from csplade_pyserini.train.model import calibrate_bias_to_df
 
     start_time = time.perf_counter()
     model = CspladeModel.from_spec(f"csplade:{args.checkpoint}")

@@ -98,7 +98,7 @@ def previous_rows(path: Path) -> list[dict]:
 
 def run_summary(run: Path) -> dict:
     """Validation curve and training steps of one trained run, from its train_log.jsonl."""
-    from csplade_pyserini.training.trainer import read_log
+    from csplade_pyserini.train.trainer import read_log
 
     if not (run / "train_log.jsonl").exists():
         return {}

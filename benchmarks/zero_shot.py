@@ -156,7 +156,7 @@ def measure(args, system: System, collection: str, folder: Path) -> dict | None:
 
 
 def per_query(row: dict, qrels_source: Path | str, measure_name: str) -> dict[str, float]:
-    from csplade_pyserini.evaluation.measures import evaluate_run, measures_for
+    from csplade_pyserini.evaluate.measures import evaluate_run, measures_for
 
     measures = [m for m in measures_for(row["topics"]) if str(m) == measure_name]
     _, rows = evaluate_run(row["run"], qrels_source, measures, per_query=True)
@@ -170,7 +170,7 @@ def qrels_source(folder: Path, collection: str):
 
 def summarise(results: dict[str, dict[str, dict]], systems: list[System], folders: dict[str, Path]) -> dict:
     """Scores, zero-shot means and paired differences from BM25, per system."""
-    from csplade_pyserini.evaluation.significance import paired_comparison
+    from csplade_pyserini.evaluate.significance import paired_comparison
 
     out = {}
     for system in systems:

@@ -26,7 +26,7 @@ from csplade_pyserini.cli import run_cli, set_threads
 from csplade_pyserini.datasets import (IR_DATASETS, LOCAL_COLLECTIONS, Document, load_qrels, load_topics,
                                        local_collection, read_corpus, read_queries, write_ir_datasets_corpus)
 from csplade_pyserini.errors import InputError
-from csplade_pyserini.evaluation.measures import evaluate_run, measures_for
+from csplade_pyserini.evaluate.measures import evaluate_run, measures_for
 from csplade_pyserini.paths import ENCODE_DIR, EVAL_DIR, INDEX_DIR, RUNS_DIR
 
 logger = logging.getLogger(__name__)

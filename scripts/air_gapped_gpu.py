@@ -200,9 +200,9 @@ def recipe_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(GPU_CONFIG))
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --, options for contrastive")
     args = parser.parse_args(argv)
-    from csplade_pyserini.training.config import parse_arguments
-    from csplade_pyserini.training.contrastive import run_contrastive
-    from csplade_pyserini.training.trainer import read_log
+    from csplade_pyserini.train.config import parse_arguments
+    from csplade_pyserini.train.contrastive import run_contrastive
+    from csplade_pyserini.train.trainer import read_log
 
     out = Path(args.output_dir)
     paths = unpack_bundle(args.bundle, args.work or out / "work")

@@ -54,10 +54,11 @@ class SparseGraph(torch.nn.Module):
     workspace, no branch on the data. The LM head runs on every position (padding and unpooled positions
     zeroed first: their logits are then exactly 0, which never changes ``max(0, .)``).
 
-    With ``screen``, the graph keeps the ``screen`` largest weights per text and computes them again from the
-    head's float32 rows of those entries alone; every other entry is 0. Its first product is the one int8
-    quantisation rewrites (:func:`quantize_graph`): the cheap int8 head chooses the candidates, the float32
-    head gives their weights, so the kept terms weigh what float32 gives them."""
+    With ``screen``, a second output keeps the ``screen`` largest weights per text, computed again from the
+    head's float32 rows of those entries alone; every other entry is 0. One export then serves both graphs
+    (:func:`single_output`): the float32 graph answers the first output; the int8 graph answers the second,
+    with its first product rewritten to int8 (:func:`quantize_graph`): the cheap int8 head chooses the
+    candidates, the float32 head gives their weights, so the kept terms weigh what float32 gives them."""
 
     def __init__(self, encoder: SparseEncoder, screen: int | None = None):
         super().__init__()
@@ -67,7 +68,8 @@ class SparseGraph(torch.nn.Module):
         keep[encoder.excluded_ids(encoder.vocab, "cpu")] = 0.0
         self.register_buffer("keep", keep)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pool_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                pool_mask: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         encoder = self.encoder
         final, lexical_states = encoder.encoder_states(input_ids, attention_mask)
         weights = head = lexical = None
@@ -90,7 +92,7 @@ class SparseGraph(torch.nn.Module):
         exact = encoder.activate(torch.matmul(hidden, rows.transpose(1, 2)).amax(dim=1).clamp_min(0), candidates)
         if lexical is not None:
             exact = torch.maximum(exact, lexical.gather(1, candidates))
-        return torch.zeros_like(weights).scatter(1, candidates, exact * self.keep[candidates] * pooled_any)
+        return weights, torch.zeros_like(weights).scatter(1, candidates, exact * self.keep[candidates] * pooled_any)
 
 
 def graph_fingerprint(card: ModelCard, base_dir: Path | None) -> str:
@@ -115,12 +117,40 @@ def export_graph(encoder: SparseEncoder, path: Path, screen: int | None = None) 
     sample = encoder.collate(encoder.tokenize(["a first sample text", "and a second, longer sample text"], "doc"))
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
     shapes = {name: {0: batch, 1: length} for name in INPUTS}
-    big = sum(p.numel() * p.element_size() for p in graph.parameters()) > 1.8 * 2**30  # protobuf's 2 GB limit
+    big = over_protobuf_limit(encoder)
+    outputs = ["weights", "screened"] if screen is not None and encoder.card.expansion else ["weights"]
     with torch.no_grad():
         torch.onnx.export(graph, (sample.input_ids, sample.attention_mask, sample.pool_mask), str(path),
-                          input_names=list(INPUTS), output_names=["weights"], dynamic_shapes=shapes, dynamo=True,
+                          input_names=list(INPUTS), output_names=outputs, dynamic_shapes=shapes, dynamo=True,
                           external_data=big, opset_version=OPSET, verbose=False)
     return big
+
+
+def over_protobuf_limit(encoder: SparseEncoder) -> bool:
+    """Whether ``encoder``'s weights need an external data file in ONNX (protobuf's 2 GB limit, with margin)."""
+    return sum(p.numel() * p.element_size() for p in encoder.parameters()) > 1.8 * 2**30
+
+
+def single_output(model, name: str):
+    """A copy of the ONNX ``model`` answering its output ``name`` alone: the other outputs, and the nodes and
+    weights only they need, dropped (ONNX Runtime runs every node of a graph)."""
+    import onnx
+
+    pruned = onnx.ModelProto()
+    pruned.CopyFrom(model)
+    graph = pruned.graph
+    needed, kept = {name}, []
+    for node in reversed(graph.node):
+        if needed.intersection(node.output):
+            kept.append(node)
+            needed.update(node.input)
+    for field, keep in ((graph.node, kept[::-1]), (graph.output, [o for o in graph.output if o.name == name]),
+                        (graph.initializer, [i for i in graph.initializer if i.name in needed]),
+                        (graph.value_info, [v for v in graph.value_info if v.name in needed])):
+        keep = list(keep)
+        del field[:]
+        field.extend(keep)
+    return pruned
 
 
 def quantize_graph(source: Path, target: Path, vocab: int) -> None:
@@ -176,7 +206,7 @@ def write_export(folder: Path, card: ModelCard, base_dir: Path | None) -> dict:
     """Export ``card``'s sparse encoder into ``folder``: the float32 graph, its int8 twin and the record
     (:data:`RECORD_FILE`) that names the fingerprint. Loads the PyTorch model once, in float32."""
     try:
-        import onnx  # noqa: F401  (the exporter needs it; ONNX Runtime alone only runs graphs)
+        import onnx  # the exporter needs it; ONNX Runtime alone only runs graphs
         import onnxscript  # noqa: F401
     except ImportError as exc:
         raise InputError(f"exporting to ONNX needs the packages onnx and onnxscript ({exc}): "
@@ -190,15 +220,21 @@ def write_export(folder: Path, card: ModelCard, base_dir: Path | None) -> dict:
     logger.info("exporting %s to ONNX in %s (once per graph)", card.name or card.backbone, folder)
     int8 = INT8_FILE
     screen = min(SCREEN, encoder.vocab) if encoder.card.expansion else None
-    if export_graph(encoder, folder / GRAPH_FILE):
-        int8 = screen = None  # the staged int8 rewrite is made for graphs that fit in one protobuf
+    if over_protobuf_limit(encoder):  # the staged int8 rewrite is made for graphs that fit in one protobuf
+        export_graph(encoder, folder / GRAPH_FILE)
+        int8 = screen = None
         logger.warning("the graph is over 2 GB (weights in an external data file): no int8 graph")
     elif screen is None:  # a lexical head alone: nothing to screen, its decoder's products are quantised
+        export_graph(encoder, folder / GRAPH_FILE)
         quantize_graph(folder / GRAPH_FILE, folder / INT8_FILE, encoder.vocab)
-    else:
+    else:  # one export, two graphs
         with tempfile.TemporaryDirectory() as tmp:
-            export_graph(encoder, Path(tmp) / GRAPH_FILE, screen)
-            quantize_graph(Path(tmp) / GRAPH_FILE, folder / INT8_FILE, encoder.vocab)
+            export_graph(encoder, Path(tmp) / "both.onnx", screen)
+            both = onnx.load(str(Path(tmp) / "both.onnx"))
+            onnx.save(single_output(both, "weights"), str(folder / GRAPH_FILE))
+            onnx.save(single_output(both, "screened"), str(Path(tmp) / "screened.onnx"))
+            del both
+            quantize_graph(Path(tmp) / "screened.onnx", folder / INT8_FILE, encoder.vocab)
     record = {"format": FORMAT, "fingerprint": graph_fingerprint(card, base_dir),
               "fields": {name: getattr(card, name) for name in GRAPH_FIELDS}, "vocab": encoder.vocab,
               "max_position_embeddings": model.max_positions(),

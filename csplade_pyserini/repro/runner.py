@@ -274,7 +274,7 @@ def execute(job: Job, settings: Settings, log: Callable[[str], None]) -> tuple[s
 
 
 def evaluate(job: Job) -> dict[str, float]:
-    from csplade_pyserini.evaluation.measures import evaluate_run
+    from csplade_pyserini.evaluate.measures import evaluate_run
     import ir_measures
 
     names = list(job.column.metrics)

@@ -21,9 +21,9 @@ def test_join_weighs_the_lm_head_channel_on_validation_and_the_index_scores_as_v
     from csplade_pyserini.model.encoder import CspladeModel
     from csplade_pyserini.model.logit_bias import save_logit_bias
     from csplade_pyserini.model.words import TermFrequencyHead
-    from csplade_pyserini.train import main
-    from csplade_pyserini.training.domains import load_domain
-    from csplade_pyserini.training.join import scores_by_weight
+    from csplade_pyserini.train.__main__ import main
+    from csplade_pyserini.train.domains import load_domain
+    from csplade_pyserini.train.join import scores_by_weight
 
     words = make_tiny_llama(tmp_path / "words", tokenizer_dir, max_doc_length=48, doc_top_k=None, query_top_k=None,
                             tf_head="tf_head.safetensors", tf_layer=1, notes={"trained_on": ["scifact"]}, **WORDS)

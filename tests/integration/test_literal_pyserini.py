@@ -13,7 +13,7 @@ import re
 import pytest
 from conftest import run_python, scifact_slice
 
-from csplade_pyserini.evaluation.measures import evaluate_run, measures_for
+from csplade_pyserini.evaluate.measures import evaluate_run, measures_for
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from csplade_pyserini.errors import InputError
 
 def test_train_pure_end_to_end_on_two_small_real_domains(tmp_path, tokenizer_dir, one_thread):
     from csplade_pyserini.model.encoder import CspladeModel
-    from csplade_pyserini.train import main
-    from csplade_pyserini.training.lm_head_channel import LMHeadChannel, PositionCache
+    from csplade_pyserini.train.__main__ import main
+    from csplade_pyserini.train.lm_head_channel import LMHeadChannel, PositionCache
 
     backbone = make_tiny_llama(tmp_path / "tiny", tokenizer_dir)
     scifact, nfcorpus = tmp_path / "scifact", tmp_path / "nfcorpus"

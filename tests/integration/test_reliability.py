@@ -68,7 +68,7 @@ def test_a_run_lacking_topics_scores_as_trec_eval_minus_c(tmp_path):
     import re
 
     from csplade_pyserini.datasets import load_qrels
-    from csplade_pyserini.evaluation.measures import evaluate_run, measures_for
+    from csplade_pyserini.evaluate.measures import evaluate_run, measures_for
 
     qrels = load_qrels("beir-v1.0.0-scifact.test")
     three = sorted(qrels)[:3]
@@ -459,7 +459,7 @@ def test_a_damaged_checkpoint_is_refused_in_one_line_before_resuming(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from csplade_pyserini.training.trainer import check_resumable
+    from csplade_pyserini.train.trainer import check_resumable
 
     good = tmp_path / "checkpoint-4"
     good.mkdir()

@@ -252,7 +252,7 @@ def _test_matrix(tmp_path: Path, expected_ndcg: float, published_ndcg: float) ->
 def test_wrong_expected_score_fails_with_non_zero_exit(tmp_path):
     from ir_measures import nDCG
 
-    from csplade_pyserini.evaluation.measures import evaluate_run
+    from csplade_pyserini.evaluate.measures import evaluate_run
 
     out = tmp_path / "out"
     run = _inject(out, "beir", "bm25-flat", "scifact", depth=4)
@@ -283,7 +283,7 @@ def test_quick_results_are_labelled_and_never_ok(tmp_path):
     run = _inject(out, "beir", "bm25-flat", "scifact", depth=4, quick=True)
     from ir_measures import nDCG
 
-    from csplade_pyserini.evaluation.measures import evaluate_run
+    from csplade_pyserini.evaluate.measures import evaluate_run
 
     got = round(evaluate_run(run, _scifact_qrels(), [nDCG @ 10])["nDCG@10"], 4)
     matrix = mx.load_matrix(_test_matrix(tmp_path, expected_ndcg=got, published_ndcg=0.75))

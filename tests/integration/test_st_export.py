@@ -60,7 +60,7 @@ def test_sentence_transformers_export_gives_our_weights(checkpoint, tmp_path, on
     from sentence_transformers import SparseEncoder
 
     from csplade_pyserini.model.encoder import CspladeModel
-    from csplade_pyserini.training.checkpoint import export_merged
+    from csplade_pyserini.train.checkpoint import export_merged
     from csplade_pyserini.vectors.quantize import quantize_tensor
 
     out = export_merged(checkpoint, tmp_path / "st", sentence_transformers=True)

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 from csplade_pyserini.errors import InputError
 from csplade_pyserini.model.card import CARD_NAME, ModelCard
 from csplade_pyserini.model.encoder import CspladeModel
-from csplade_pyserini.training.config import parse_arguments
-from csplade_pyserini.training.trainer import read_log
+from csplade_pyserini.train.config import parse_arguments
+from csplade_pyserini.train.trainer import read_log
 
 RARE = ["zebra", "volcano", "saxophone", "glacier", "cactus", "lighthouse", "pyramid", "octopus"]
 FILLER = ["the report describes results", "a study of many things", "general notes about the weather",
@@ -75,7 +75,7 @@ def options(workdir: Path, output: Path, *extra: str) -> list[str]:
 
 
 def train(*argv: str):
-    from csplade_pyserini.training.contrastive import run_contrastive
+    from csplade_pyserini.train.contrastive import run_contrastive
 
     return run_contrastive(*parse_arguments("contrastive", list(argv)))
 
@@ -173,8 +173,8 @@ def test_a_second_run_in_the_same_output_dir_is_refused_and_overwrite_keeps_othe
 
 
 def test_score_teacher_with_splade_tiny_and_a_csplade_model(workdir, tmp_path):
-    from csplade_pyserini.training.data import read_teacher_scores
-    from csplade_pyserini.training.teachers import score_teacher
+    from csplade_pyserini.train.data import read_teacher_scores
+    from csplade_pyserini.train.teachers import score_teacher
 
     splade = shared() / "models" / "splade-tiny"
     out = tmp_path / "splade.txt"
@@ -207,7 +207,7 @@ def test_cl_kd_with_a_teacher_and_pseudo_queries(workdir, tmp_path):
 
 # --- phase 1 ---------------------------------------------------------------------------------------
 def test_adaptation_lowers_the_loss_and_starts_phase_two(workdir, tmp_path):
-    from csplade_pyserini.training.adaptation import run_adapt
+    from csplade_pyserini.train.adaptation import run_adapt
 
     argv = ["--backbone", str(workdir / "backbone"), "--data", str(workdir / "toy"), "--output-dir",
             str(tmp_path / "adapt"), "--seq-len", "16", "--max-steps", "12", "--per-device-train-batch-size", "4",
@@ -224,7 +224,7 @@ def test_adaptation_lowers_the_loss_and_starts_phase_two(workdir, tmp_path):
 
 
 def test_masked_next_token_adaptation_needs_the_bidirectional_variant(workdir, tmp_path):
-    from csplade_pyserini.training.adaptation import mask_block, run_adapt
+    from csplade_pyserini.train.adaptation import mask_block, run_adapt
 
     argv = ["--backbone", str(workdir / "backbone"), "--data", str(workdir / "toy"), "--output-dir", str(tmp_path),
             "--adapt-objective", "mntp", "--report-to", "none"]
@@ -244,7 +244,7 @@ CONFIGS = REPO / "csplade_pyserini" / "configs"
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in CONFIGS.glob("*.yaml") if not p.name.startswith("accelerate-")))
 def test_every_shipped_recipe_parses(recipe):
-    from csplade_pyserini.training.config import parse_arguments
+    from csplade_pyserini.train.config import parse_arguments
 
     config = CONFIGS / recipe
     cpu = ["--bf16", "false"] if not torch.cuda.is_available() else []  # GPU recipes ask for bf16 autocast
@@ -278,8 +278,8 @@ def test_cli_help_lists_the_commands():
 def test_validation_measures_equal_ir_measures():
     from ir_measures import R, nDCG
 
-    from csplade_pyserini.evaluation.measures import evaluate_run
-    from csplade_pyserini.training import validation
+    from csplade_pyserini.evaluate.measures import evaluate_run
+    from csplade_pyserini.train import validation
 
     run = {"a": {"d1": 3.0, "d2": 3.0, "d3": 1.0, "d4": 0.5}, "b": {"d5": 1.0, "d1": 0.9}}
     qrels = {"a": {"d2": 1, "d4": 2, "d9": 1}, "b": {"d1": 1}}
@@ -388,7 +388,7 @@ def test_dense_options_refuse_sparse_only_parts(workdir, tmp_path):
 
 def test_a_recipe_repeating_a_key_is_refused_naming_file_and_line(tmp_path):
     from csplade_pyserini.errors import InputError
-    from csplade_pyserini.training.config import parse_arguments
+    from csplade_pyserini.train.config import parse_arguments
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("learning_rate: 1.0e-4\ncontrastive:\n  max_steps: 10\n  max_steps: 20\n")
@@ -404,7 +404,7 @@ def test_a_recipe_repeating_a_key_is_refused_naming_file_and_line(tmp_path):
 ])
 def test_a_recipe_value_of_the_wrong_type_is_one_error_naming_the_key(tmp_path, line, message):
     from csplade_pyserini.errors import InputError
-    from csplade_pyserini.training.config import parse_arguments
+    from csplade_pyserini.train.config import parse_arguments
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(line + "\n")

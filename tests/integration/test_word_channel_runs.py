@@ -18,7 +18,7 @@ def test_train_words_end_to_end_on_two_small_real_domains(tmp_path, tokenizer_di
     """``train words`` on slices of SciFact and NFCorpus with a tiny random backbone: caches, validation at
     step 0 (BM25 over words) and later, the best head kept, a card that loads and encodes."""
     from csplade_pyserini.model.encoder import CspladeModel
-    from csplade_pyserini.train import main
+    from csplade_pyserini.train.__main__ import main
 
     backbone = make_tiny_llama(tmp_path / "tiny", tokenizer_dir)
     scifact, nfcorpus = tmp_path / "scifact", tmp_path / "nfcorpus"

@@ -76,7 +76,7 @@ def test_qrels_judging_a_document_twice_are_refused(tmp_path):
 
 
 def test_a_run_listing_a_document_twice_is_refused_as_trec_eval_does(tmp_path):
-    from csplade_pyserini.evaluation.measures import read_run_scores
+    from csplade_pyserini.evaluate.measures import read_run_scores
 
     run = tmp_path / "run.txt"
     run.write_text("q1 Q0 d1 1 3.0 t\nq1 Q0 d2 2 2.0 t\nq1 Q0 d1 3 1.0 t\n")

@@ -67,3 +67,12 @@ def test_no_module_imports_another_modules_private_names():
 def test_the_benchmarks_are_not_part_of_the_package():
     assert not (PACKAGE / "benchmarks").exists()
     assert (PACKAGE.parent / "benchmarks" / "zero_shot.py").is_file()
+
+
+def test_each_command_is_its_package_face():
+    """``train`` and ``evaluate`` are packages whose ``__main__`` is the command, as ``index``, ``search``,
+    ``runs`` and ``repro``: no command module beside a library package of a near name (``train.py`` beside
+    ``training/``)."""
+    for name in ("train", "evaluate", "index", "search", "runs", "repro"):
+        assert (PACKAGE / name / "__main__.py").is_file(), name
+    assert not [p.name for p in PACKAGE.iterdir() if p.name in ("training", "evaluation", "train.py", "evaluate.py")]

@@ -147,7 +147,7 @@ def test_query_side_is_count_times_idf(words_checkpoint):
 
 
 def test_objective_masks_other_relevant_documents_and_pulls_towards_bm25():
-    from csplade_pyserini.training.word_channel import (
+    from csplade_pyserini.train.word_channel import (
         CorpusFeatures,
         Group,
         WordChannelObjective,
@@ -183,7 +183,7 @@ def test_objective_masks_other_relevant_documents_and_pulls_towards_bm25():
 
 
 def test_idf_and_exact_ranking_of_corpus_features():
-    from csplade_pyserini.training.word_channel import CorpusFeatures
+    from csplade_pyserini.train.word_channel import CorpusFeatures
 
     features = CorpusFeatures(["d0", "d1", "d2"], [["cell", "blood"], ["cell"], ["grow", "grow"]],
                               [[0, 0], [0], [0, 0]], torch.zeros(5, 2).half())
@@ -196,7 +196,7 @@ def test_idf_and_exact_ranking_of_corpus_features():
 def test_the_feature_cache_is_reused_only_for_the_same_documents_and_model(words_checkpoint, tmp_path, monkeypatch):
     from csplade_pyserini.datasets import Document
     from csplade_pyserini.model.encoder import CspladeModel
-    from csplade_pyserini.training.word_channel import CorpusFeatures
+    from csplade_pyserini.train.word_channel import CorpusFeatures
 
     encoder = CspladeModel.from_spec(f"csplade:{words_checkpoint}", cache=False).encoder
     documents = [Document("d1", "", "cells grow"), Document("d2", "", "blood cells")]

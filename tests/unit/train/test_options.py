@@ -10,7 +10,7 @@ import pytest
 
 from csplade_pyserini.errors import InputError
 from csplade_pyserini.model.card import CARD_CHOICES, ModelCard, card_field_type, parse_card_value
-from csplade_pyserini.training.config import CARD_OPTIONS, TEXT_CARD_OPTIONS, ModelArguments, parse_arguments
+from csplade_pyserini.train.config import CARD_OPTIONS, TEXT_CARD_OPTIONS, ModelArguments, parse_arguments
 
 
 def test_every_card_option_has_the_cards_default_type_and_choices():

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback
 
-from csplade_pyserini.training.checkpoint import BEST_DIR, export_model
+from csplade_pyserini.train.checkpoint import BEST_DIR, export_model
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class SparseTrainer(Trainer):
     FLOPS ramp follows the step through :class:`~.schedules.FlopsScheduleCallback`."""
 
     def __init__(self, model, args, collator, batch_sampler, validation=None, **kwargs):
-        from csplade_pyserini.training.schedules import FlopsScheduleCallback
+        from csplade_pyserini.train.schedules import FlopsScheduleCallback
 
         self.batch_sampler = batch_sampler
         self.validation = validation

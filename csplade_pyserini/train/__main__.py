@@ -21,7 +21,7 @@ one-command CPU recipe.
     python -m pyserini.search.lucene ... --encoder csplade:runs/contrastive/best --impact ...
     python scripts/air_gapped_gpu.py bundle ... / recipe ...   # the GPU recipe for an air-gapped GPU node
 
-``adapt`` and ``contrastive`` take every option of ``training/config.py`` (and transformers'
+``adapt`` and ``contrastive`` take every option of ``train/config.py`` (and transformers'
 ``TrainingArguments``) as ``--dash-case`` flags; ``--config FILE.yaml`` supplies defaults (top-level
 keys for every command, an ``adapt:`` / ``contrastive:`` section for one); flags override both.
 """
@@ -38,7 +38,7 @@ from csplade_pyserini.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 TRAINING_COMMANDS = ("adapt", "contrastive")
 COMMANDS = ("words", "pure", "join", "recipe", "adapt", "contrastive", "mine-negatives", "score-teacher", "export")
 MOVED = ("gpu-bundle", "gpu-recipe")  # now scripts/air_gapped_gpu.py: named in the error
@@ -93,20 +93,20 @@ def data_parser(command: str) -> argparse.ArgumentParser:
 
 
 def _training(command: str, argv: list[str]) -> int:
-    from csplade_pyserini.training.config import parse_arguments
+    from csplade_pyserini.train.config import parse_arguments
 
     model_args, data_args, training_args = parse_arguments(command, argv)
     if not data_args.data:
         raise InputError("--data is required", field="data")
     if command == "adapt":
-        from csplade_pyserini.training.adaptation import run_adapt
+        from csplade_pyserini.train.adaptation import run_adapt
 
         run_adapt(model_args, data_args, training_args)
     else:
-        from csplade_pyserini.training.contrastive import run_contrastive
+        from csplade_pyserini.train.contrastive import run_contrastive
 
         run_contrastive(model_args, data_args, training_args)
-    from csplade_pyserini.training.distributed import shut_down
+    from csplade_pyserini.train.distributed import shut_down
 
     shut_down()
     return 0
@@ -115,18 +115,18 @@ def _training(command: str, argv: list[str]) -> int:
 def _data_command(command: str, argv: list[str]) -> int:
     values = vars(data_parser(command).parse_args(argv))
     if command == "mine-negatives":
-        from csplade_pyserini.training.mining import mine_negatives
+        from csplade_pyserini.train.mining import mine_negatives
 
         mine_negatives(**values)
     elif command == "score-teacher":
-        from csplade_pyserini.training.teachers import score_teacher
+        from csplade_pyserini.train.teachers import score_teacher
 
         threads = values.pop("threads")
         if threads:
             set_threads(threads)
         score_teacher(**values)
     else:
-        from csplade_pyserini.training.checkpoint import export_merged
+        from csplade_pyserini.train.checkpoint import export_merged
 
         out = export_merged(values["checkpoint"], values["output_dir"], values["dtype"],
                             sentence_transformers=values["sentence_transformers"])
@@ -142,19 +142,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     command, rest = argv[0], argv[1:]
     if command == "words":
-        from csplade_pyserini.training.word_channel import main as words_main
+        from csplade_pyserini.train.word_channel import main as words_main
 
         return words_main(rest)
     if command == "pure":
-        from csplade_pyserini.training.lm_head_channel import main as pure_main
+        from csplade_pyserini.train.lm_head_channel import main as pure_main
 
         return pure_main(rest)
     if command == "join":
-        from csplade_pyserini.training.join import main as join_main
+        from csplade_pyserini.train.join import main as join_main
 
         return join_main(rest)
     if command == "recipe":
-        from csplade_pyserini.training.recipe import main as recipe_main
+        from csplade_pyserini.train.recipe import main as recipe_main
 
         return recipe_main(rest)
     if command in ("gpu-bundle", "gpu-recipe"):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from csplade_pyserini.evaluation.significance import EXACT_LIMIT, paired_comparison
+from csplade_pyserini.evaluate.significance import EXACT_LIMIT, paired_comparison
 
 
 def test_constant_difference_has_a_point_interval_and_the_exact_sign_flip_p():

@@ -3,7 +3,7 @@ validation splits, the start of a run, their options parsed from one dataclass, 
 validation as the mean nDCG@10 over the domains.
 
 These trainers train small heads over a frozen backbone read once, in a plain loop; the CSPLADE / Lion
-training on transformers' ``Trainer`` (``training/contrastive.py``) has its own data and options.
+training on transformers' ``Trainer`` (``train/contrastive.py``) has its own data and options.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class Run:
 def start_run(args) -> Run:
     """Threads and seeds set, ``--output-dir`` claimed (an earlier run's model and log are refused unless
     ``--overwrite-output-dir``), every ``--data`` domain loaded, two domains of one name refused."""
-    from csplade_pyserini.training.trainer import claim_output_dir
+    from csplade_pyserini.train.trainer import claim_output_dir
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -90,7 +90,7 @@ def start_run(args) -> Run:
 
 def parse_options(options: type, prog: str, description: str, argv: list[str] | None):
     """``options`` (a dataclass) from the command line: ``HfArgumentParser`` makes each field a flag with its
-    default and help, as the other training commands do (``training/config.py``)."""
+    default and help, as the other training commands do (``train/config.py``)."""
     from transformers import HfArgumentParser
 
     class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -128,7 +128,7 @@ def validate_domains(domains: Sequence[Domain], rank: Callable[[Domain], Mapping
     """nDCG@10 of each domain's validation queries ranked by ``rank(domain)``, and their mean."""
     import ir_measures
 
-    from csplade_pyserini.evaluation.measures import evaluate_run
+    from csplade_pyserini.evaluate.measures import evaluate_run
 
     scores = {domain.name: evaluate_run(rank(domain), domain.validation.qrels, [ir_measures.nDCG @ 10])["nDCG@10"]
               for domain in domains}

@@ -35,8 +35,8 @@ import torch
 from tqdm import tqdm
 
 from csplade_pyserini.model.pooling import keep_top_k
-from csplade_pyserini.training.config import option
-from csplade_pyserini.training.domains import (
+from csplade_pyserini.train.config import option
+from csplade_pyserini.train.domains import (
     Domain,
     keyed_cache,
     parse_options,
@@ -253,7 +253,7 @@ def base_card(args: PureChannelArguments):
 def calibrated_bias(channel: LMHeadChannel, corpora: dict[str, Corpus], sample: int, target_df: float,
                     rng: random.Random) -> torch.Tensor:
     """Each term active in ``target_df`` of ``sample`` documents drawn from every corpus in proportion."""
-    from csplade_pyserini.training.model import calibrate_bias_to_df
+    from csplade_pyserini.train.model import calibrate_bias_to_df
 
     total = sum(len(c.docids) for c in corpora.values())
     pooled = []
@@ -301,8 +301,8 @@ def train(args: PureChannelArguments) -> Path:
     from csplade_pyserini.model.context import ContextHead
     from csplade_pyserini.model.logit_bias import save_logit_bias
     from csplade_pyserini.model.sparse import SparseEncoder
-    from csplade_pyserini.training.data import read_run
-    from csplade_pyserini.training.mining import mine_negatives
+    from csplade_pyserini.train.data import read_run
+    from csplade_pyserini.train.mining import mine_negatives
 
     run = start_run(args)
     out, rng, begin, domains = run.out, run.rng, run.begin, run.domains

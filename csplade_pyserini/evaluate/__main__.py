@@ -11,7 +11,7 @@ from pathlib import Path
 
 from csplade_pyserini.atomic import atomic_file
 from csplade_pyserini.cli import run_cli
-from csplade_pyserini.evaluation.measures import evaluate_run, measures_for
+from csplade_pyserini.evaluate.measures import evaluate_run, measures_for
 
 
 def build_parser() -> argparse.ArgumentParser:

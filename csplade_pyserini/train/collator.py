@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from csplade_pyserini.training.data import PSEUDO_PREFIX, TrainingExample, make_groups
+from csplade_pyserini.train.data import PSEUDO_PREFIX, TrainingExample, make_groups
 
 
 class FeatureSource:

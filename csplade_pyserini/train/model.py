@@ -77,7 +77,7 @@ def _init_card(model_args) -> tuple[ModelCard | None, Path | None]:
 
 def make_trainable(model, model_args, frozen: int | None):
     """Freeze the backbone, then open LoRA (or every weight, ``--full``) on the layers above ``frozen``."""
-    from csplade_pyserini.training.checkpoint import is_peft_model
+    from csplade_pyserini.train.checkpoint import is_peft_model
 
     total = num_layers(model)
     if is_peft_model(model):  # an adapter continued from --init-checkpoint: it trains above the frozen layers
@@ -175,7 +175,7 @@ class SparseBiEncoder(torch.nn.Module):
         the ``--init-checkpoint`` adapter), frozen below ``--frozen-layers``, LoRA or full training above,
         the heads, and the run's loss. ``frozen_layers`` (None: nothing frozen) and ``num_layers`` tell the
         run whether to cache the frozen bottom."""
-        from csplade_pyserini.training.losses import build_loss
+        from csplade_pyserini.train.losses import build_loss
 
         model, tokenizer, init_card, init_dir, base_adapter = load_backbone(model_args, str(training_args.device))
         total = num_layers(model)
@@ -235,7 +235,7 @@ class SparseBiEncoder(torch.nn.Module):
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict | None = None, **_) -> None:
         """Called by the Trainer for ``--gradient-checkpointing``: the backbone recomputes its activations
         in the backward pass (transformers >= 5.2x calls it this; older versions call the name below)."""
-        from csplade_pyserini.training.checkpoint import is_peft_model
+        from csplade_pyserini.train.checkpoint import is_peft_model
 
         model = self.encoder.model
         kwargs = activation_checkpointing_kwargs or {"use_reentrant": False}

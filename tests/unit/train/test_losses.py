@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from csplade_pyserini.training.losses import (
+from csplade_pyserini.train.losses import (
     AdaptationLoss,
     InfoNCELoss,
     ScoreScale,
@@ -19,7 +19,7 @@ from csplade_pyserini.training.losses import (
     relu_clm_loss,
     shift_labels,
 )
-from csplade_pyserini.training.schedules import flops_weight
+from csplade_pyserini.train.schedules import flops_weight
 
 
 def _lse(values):

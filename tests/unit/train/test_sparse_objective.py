@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from csplade_pyserini.model.card import ModelCard
-from csplade_pyserini.training.losses import (
+from csplade_pyserini.train.losses import (
     CombinedLoss,
     InfoNCELoss,
     KLDistillationLoss,
@@ -86,8 +86,8 @@ def test_splade_loss_returns_named_parts():
 
 # --- false negatives masked ----------------------------------------------------------------------
 def test_a_labelled_positive_in_another_group_is_not_a_negative():
-    from csplade_pyserini.training.collator import ContrastiveCollator
-    from csplade_pyserini.training.data import Passage, TrainingExample
+    from csplade_pyserini.train.collator import ContrastiveCollator
+    from csplade_pyserini.train.data import Passage, TrainingExample
 
     class Ids:
         def features(self, ids):
@@ -113,9 +113,9 @@ def test_a_labelled_positive_in_another_group_is_not_a_negative():
 
 
 def test_teacher_margin_and_skipped_ranks_filter_negatives():
-    from csplade_pyserini.training.config import DataArguments
-    from csplade_pyserini.training.data import filter_negatives
-    from csplade_pyserini.training.data import Passage, TrainingExample
+    from csplade_pyserini.train.config import DataArguments
+    from csplade_pyserini.train.data import filter_negatives
+    from csplade_pyserini.train.data import Passage, TrainingExample
 
     example = TrainingExample("q", "query", [Passage("p", "pos")], [Passage(f"n{i}", "neg") for i in range(5)])
     teacher = {"q": {"p": 10.0, "n0": 12.0, "n1": 9.5, "n2": 3.0, "n3": 2.0, "n4": 1.0}}
@@ -129,7 +129,7 @@ def test_teacher_margin_and_skipped_ranks_filter_negatives():
 # --- bias calibrated on pooled maxima to a document frequency; top-k slack ------------------------
 def test_bias_calibration_hits_the_target_document_frequency():
     from csplade_pyserini.model.pooling import splade_activation
-    from csplade_pyserini.training.model import calibrate_bias_to_df
+    from csplade_pyserini.train.model import calibrate_bias_to_df
 
     torch.manual_seed(0)
     pooled = torch.rand(400, 30) * torch.arange(1, 31)  # terms on very different scales

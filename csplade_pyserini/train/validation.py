@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import torch
 from tqdm import tqdm
 
-from csplade_pyserini.training.collator import FeatureSource
+from csplade_pyserini.train.collator import FeatureSource
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def ndcg_and_recall(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, 
     try:
         from ir_measures import R, nDCG
 
-        from csplade_pyserini.evaluation.measures import evaluate_run
+        from csplade_pyserini.evaluate.measures import evaluate_run
     except ImportError:
         pass
     else:

@@ -161,7 +161,7 @@ def score_teacher(teacher: str, run: str | Path, output: str | Path, data: str |
     """
     from csplade_pyserini.atomic import atomic_file
     from csplade_pyserini.datasets import beir_file, load_qrels, read_corpus, read_queries
-    from csplade_pyserini.training.data import read_run
+    from csplade_pyserini.train.data import read_run
 
     if top_k is not None and top_k < 1:
         raise InputError(f"top-k must be positive, got {top_k}", field="top_k")

@@ -45,7 +45,7 @@ def paired_comparison(reference: Mapping[str, float], system: Mapping[str, float
     """Compare per-query scores ``{qid: value}`` of ``system`` against ``reference``.
 
     The queries are the union of both mappings; a query one of them lacks scores 0 there, as a judged
-    query missing from a run does in the aggregate (:func:`~csplade_pyserini.evaluation.measures.evaluate_run`).
+    query missing from a run does in the aggregate (:func:`~csplade_pyserini.evaluate.measures.evaluate_run`).
     """
     qids = sorted(set(reference) | set(system))
     if not qids:

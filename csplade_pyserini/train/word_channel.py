@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from csplade_pyserini.training.config import option
-from csplade_pyserini.training.domains import (
+from csplade_pyserini.train.config import option
+from csplade_pyserini.train.domains import (
     Domain,
     Split,
     keyed_cache,
@@ -225,7 +225,7 @@ def validate(domains: list[Domain], features: dict[str, CorpusFeatures], head, c
 @dataclass
 class WordChannelArguments:
     """Every option of ``train words``: ``HfArgumentParser`` makes each field a flag (dash or underscore), with
-    its default and help, as the other training commands do (``training/config.py``)."""
+    its default and help, as the other training commands do (``train/config.py``)."""
 
     data: list[str] = field(metadata=option("BEIR folders with a train split (and a dev split, else --held-out train "
                                            "queries validate); repeat the flag or list them", action="extend"))

@@ -16,14 +16,14 @@ from typing import Mapping
 
 import torch
 
-from csplade_pyserini.training.checkpoint import BEST_DIR, FINAL_DIR, export_model
-from csplade_pyserini.training.collator import (
+from csplade_pyserini.train.checkpoint import BEST_DIR, FINAL_DIR, export_model
+from csplade_pyserini.train.collator import (
     CacheSource,
     ContrastiveCollator,
     QueryBatchSampler,
     TextSource,
 )
-from csplade_pyserini.training.data import PSEUDO_PREFIX, load_training_data
+from csplade_pyserini.train.data import PSEUDO_PREFIX, load_training_data
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +32,9 @@ def run_contrastive(model_args, data_args, training_args):
     """Train; returns the trainer (``trainer.state`` holds the log) after exporting ``final``."""
     from transformers import set_seed
 
-    from csplade_pyserini.training.model import SparseBiEncoder
-    from csplade_pyserini.training.trainer import SparseTrainer, claim_output_dir, resolve_resume
-    from csplade_pyserini.training.validation import RetrievalValidation
+    from csplade_pyserini.train.model import SparseBiEncoder
+    from csplade_pyserini.train.trainer import SparseTrainer, claim_output_dir, resolve_resume
+    from csplade_pyserini.train.validation import RetrievalValidation
 
     resume = resolve_resume(training_args)
     claim_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resume)
@@ -82,7 +82,7 @@ def feature_sources(bi_encoder, data, model_args, training_args):
     if frozen is None:
         pseudo = TextSource(encoder, pseudo_queries, "query") if pseudo_queries else None
         return TextSource(encoder, real_queries, "query"), pseudo, TextSource(encoder, data.docs, "doc")
-    from csplade_pyserini.training.cache import ActivationCache
+    from csplade_pyserini.train.cache import ActivationCache
 
     cache_dir = Path(model_args.cache_dir or Path(training_args.output_dir) / "cache")
     all_frozen = frozen == total
@@ -114,7 +114,7 @@ def feature_sources(bi_encoder, data, model_args, training_args):
 def calibrate_logit_bias(bi_encoder, doc_source, doc_ids: list[str], model_args, training_args) -> None:
     """Give the encoder a per-term logit bias that makes each term active in ``--bias-target-df`` of a seeded
     sample of the documents (:func:`~.model.calibrate_bias_to_df`), trainable unless ``--no-train-bias``."""
-    from csplade_pyserini.training.model import calibrate_bias_to_df
+    from csplade_pyserini.train.model import calibrate_bias_to_df
 
     encoder, device = bi_encoder.encoder, str(training_args.device)
     sample = random.Random(f"bias:{training_args.seed}").sample(doc_ids, min(model_args.bias_sample, len(doc_ids)))

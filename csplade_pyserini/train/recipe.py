@@ -54,10 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from csplade_pyserini.cli import set_threads
-    from csplade_pyserini.training.config import parse_arguments
-    from csplade_pyserini.training.contrastive import run_contrastive
-    from csplade_pyserini.training.mining import mine_negatives
-    from csplade_pyserini.training.teachers import score_teacher
+    from csplade_pyserini.train.config import parse_arguments
+    from csplade_pyserini.train.contrastive import run_contrastive
+    from csplade_pyserini.train.mining import mine_negatives
+    from csplade_pyserini.train.teachers import score_teacher
 
     args = build_parser().parse_args(argv)
     threads = set_threads(args.threads)

@@ -19,7 +19,7 @@ import torch
 from transformers import Trainer
 
 from csplade_pyserini.errors import InputError
-from csplade_pyserini.training.losses import IGNORE_INDEX, adaptation_loss, shift_labels
+from csplade_pyserini.train.losses import IGNORE_INDEX, adaptation_loss, shift_labels
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class AdaptationTrainer(Trainer):
 
 def read_blocks(data: str, tokenizer, seq_len: int, max_documents: int | None) -> torch.Tensor:
     from csplade_pyserini.datasets import read_corpus
-    from csplade_pyserini.training.packing import pack_sequences
+    from csplade_pyserini.train.packing import pack_sequences
 
     texts = []
     for doc in read_corpus(data):
@@ -110,10 +110,10 @@ def run_adapt(model_args, data_args, training_args):
     from transformers import set_seed
 
     from csplade_pyserini.model.sparse import set_bidirectional
-    from csplade_pyserini.training.checkpoint import FINAL_DIR, write_model_folder
-    from csplade_pyserini.training.model import load_backbone, make_trainable
+    from csplade_pyserini.train.checkpoint import FINAL_DIR, write_model_folder
+    from csplade_pyserini.train.model import load_backbone, make_trainable
 
-    from csplade_pyserini.training.trainer import claim_output_dir, resolve_resume
+    from csplade_pyserini.train.trainer import claim_output_dir, resolve_resume
 
     resume = resolve_resume(training_args)
     claim_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resume)
@@ -135,7 +135,7 @@ def run_adapt(model_args, data_args, training_args):
     trainer.train(resume_from_checkpoint=resume)
     if training_args.should_save:
         from csplade_pyserini.atomic import atomic_dir
-        from csplade_pyserini.training.checkpoint import portable_backbone
+        from csplade_pyserini.train.checkpoint import portable_backbone
 
         final = Path(training_args.output_dir) / FINAL_DIR
         card = model_args.card(notes={"training": {"phase": "adapt", "objective": training_args.adapt_objective,

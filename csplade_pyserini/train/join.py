@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from csplade_pyserini.errors import InputError
-from csplade_pyserini.training.config import option
-from csplade_pyserini.training.domains import Domain, parse_options, start_run, validate_domains, write_model
+from csplade_pyserini.train.config import option
+from csplade_pyserini.train.domains import Domain, parse_options, start_run, validate_domains, write_model
 
 logger = logging.getLogger(__name__)
 

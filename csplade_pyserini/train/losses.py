@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from csplade_pyserini.errors import InputError
-from csplade_pyserini.training.distributed import gather, world
+from csplade_pyserini.train.distributed import gather, world
 
 IGNORE_INDEX = -100
 
@@ -304,7 +304,7 @@ class SpladeLoss(torch.nn.Module):
 
     def schedule(self, step: int, total_steps: int) -> None:
         """The FLOPS weights at ``step`` of ``total_steps``."""
-        from csplade_pyserini.training.schedules import flops_weight
+        from csplade_pyserini.train.schedules import flops_weight
 
         self.lambda_q = flops_weight(step, total_steps, self.query_flops, self.ramp_fraction)
         self.lambda_d = flops_weight(step, total_steps, self.doc_flops, self.ramp_fraction)

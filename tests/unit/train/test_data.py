@@ -12,7 +12,7 @@ import torch
 from conftest import FIXTURES
 
 from csplade_pyserini.errors import InputError
-from csplade_pyserini.training.data import (
+from csplade_pyserini.train.data import (
     Passage,
     TrainingExample,
     group_by_query,
@@ -26,7 +26,7 @@ from csplade_pyserini.training.data import (
     read_text_triples,
     text_id,
 )
-from csplade_pyserini.training.packing import pack_sequences
+from csplade_pyserini.train.packing import pack_sequences
 
 FIXTURES = FIXTURES / "training"
 SCIFACT = Path("/work/shared/data/beir/scifact")

@@ -10,7 +10,7 @@ memory.
 
 All readers produce :class:`TrainingExample` (a query, its positives and its negatives as
 :class:`Passage`), and :func:`make_groups` turns one example into the ``[positive] + negatives`` group
-that :class:`~csplade_pyserini.training.losses.InfoNCELoss` expects, reproducibly from a seeded RNG.
+that :class:`~csplade_pyserini.train.losses.InfoNCELoss` expects, reproducibly from a seeded RNG.
 """
 
 from __future__ import annotations
@@ -428,7 +428,7 @@ class TrainingData:
 
 def load_training_data(data_args, seed: int, objective: str) -> TrainingData:
     """Examples with their negatives filtered, pseudo-queries, and the held-out validation queries."""
-    from csplade_pyserini.training.validation import holdout_queries
+    from csplade_pyserini.train.validation import holdout_queries
 
     examples = load_examples(data_args)
     folder = Path(data_args.data) if data_args.data and Path(data_args.data).is_dir() else None

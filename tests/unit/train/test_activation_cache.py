@@ -1,4 +1,4 @@
-"""The frozen bottom's activation cache (``training/cache.py``) gives the vectors of the uncached forward, for
+"""The frozen bottom's activation cache (``train/cache.py``) gives the vectors of the uncached forward, for
 every variant; it is rebuilt only for other inputs; the causal prefix is never pooled."""
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ def test_cached_activations_give_the_uncached_vectors(tiny_checkpoint, tmp_path,
     from csplade_pyserini.model.encoder import CspladeModel
     from csplade_pyserini.model.lexical import LexicalHead
     from csplade_pyserini.model.sparse import SparseEncoder
-    from csplade_pyserini.training.cache import ActivationCache
-    from csplade_pyserini.training.model import SparseBiEncoder
+    from csplade_pyserini.train.cache import ActivationCache
+    from csplade_pyserini.train.model import SparseBiEncoder
 
     base = CspladeModel.from_spec(f"csplade:{tiny_checkpoint},variant={variant}", cache=False).encoder
     torch.manual_seed(1)
@@ -60,7 +60,7 @@ def test_cached_activations_give_the_uncached_vectors(tiny_checkpoint, tmp_path,
 
 def test_cache_is_reused_only_for_the_same_inputs(tiny_checkpoint, tmp_path):
     from csplade_pyserini.model.encoder import CspladeModel
-    from csplade_pyserini.training.cache import ActivationCache
+    from csplade_pyserini.train.cache import ActivationCache
 
     encoder = CspladeModel.from_spec(f"csplade:{tiny_checkpoint}", cache=False).encoder
     first = ActivationCache.build(encoder, ["a", "b"], "doc", tmp_path / "c", layer=1, pooled=True)

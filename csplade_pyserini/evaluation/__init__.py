@@ -1,1 +1,0 @@
-"""Measures (ir-measures), result tables and benchmark reports."""

@@ -1,1 +1,0 @@
-"""Training building blocks for CSPLADE / Lion-SP: losses, schedules, sequence packing and data readers."""
