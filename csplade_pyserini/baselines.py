@@ -74,7 +74,7 @@ def max_first_splade_encoder(model_dir: str | Path, device: str = "cpu"):
     docs/s here). ``log(1 + relu(.))`` is non-decreasing, so taking the masked max of the raw logits first
     and applying it to the batch x vocabulary result gives the same floats (the masked positions of
     Pyserini's product are 0, which ``relu`` restores). Tokenisation, the title + text join and the
-    quantisation are Pyserini's own; ``tests/test_baselines.py`` checks the vectors are identical.
+    quantisation are Pyserini's own; ``tests/integration/test_baselines.py`` checks the vectors are identical.
     """
     import torch
     from pyserini.encode import SpladeDocumentEncoder

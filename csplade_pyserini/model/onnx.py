@@ -239,8 +239,8 @@ def write_export(folder: Path, card: ModelCard, base_dir: Path | None) -> dict:
               "fields": {name: getattr(card, name) for name in GRAPH_FIELDS}, "vocab": encoder.vocab,
               "max_position_embeddings": model.max_positions(),
               "inputs": list(INPUTS), "output": "weights: [batch, vocab] float32, before top-k and quantisation",
-              "files": {"float32": GRAPH_FILE, "int8": int8}, "screen": screen, "opset": OPSET, "torch": torch.__version__,
-              "onnxruntime": onnxruntime.__version__}
+              "files": {"float32": GRAPH_FILE, "int8": int8}, "screen": screen, "opset": OPSET,
+              "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
     (folder / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return record
 

@@ -76,3 +76,27 @@ def test_each_command_is_its_package_face():
     for name in ("train", "evaluate", "index", "search", "runs", "repro"):
         assert (PACKAGE / name / "__main__.py").is_file(), name
     assert not [p.name for p in PACKAGE.iterdir() if p.name in ("training", "evaluation", "train.py", "evaluate.py")]
+
+
+def test_docs_and_code_name_only_files_that_exist():
+    """A path the docs or the code name (``docs/...``, ``tests/...``, ``csplade_pyserini/...``) is in the
+    repository: files move, and a stale name sends a newcomer nowhere. History (``CHANGELOG.md``) and the
+    dated reports in ``eval/results/`` keep the names of their day."""
+    import re
+    import subprocess
+
+    import pytest
+
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    pattern = re.compile(r"(?<![\w/.-])((?:csplade_pyserini|tests|docs|benchmarks|scripts)/[\w./-]+\.(?:py|md|yaml))")
+    listed = subprocess.run(["git", "ls-files", "*.md", "*.py", "*.yaml", "Makefile"], cwd=REPO, capture_output=True,
+                            text=True, check=True).stdout.split()
+    missing = []
+    for name in listed:
+        if name == "CHANGELOG.md" or name.startswith("eval/results/"):
+            continue
+        for number, line in enumerate((REPO / name).read_text(encoding="utf-8").splitlines(), 1):
+            missing += [f"{name}:{number}: {path}" for path in pattern.findall(line)
+                        if not (REPO / path.rstrip(".")).exists()]
+    assert missing == []
