@@ -108,9 +108,10 @@ class ModelCard:
     runtime: str = "torch"
     """What runs the sparse model's forward pass. ``torch``: PyTorch. ``onnx``: ONNX Runtime on the model exported
     to ONNX (``model/onnx.py``: exported on first use into a cache keyed by the graph's fingerprint, or read from
-    a ``python -m csplade_pyserini.export onnx`` folder), float32; ``onnx-int8``: the same graph with the LM head's
-    product in ONNX Runtime's dynamic int8 (per channel). float32's vectors equal PyTorch float32's up to float
-    rounding; an index built with one runtime is searched with any. The word channel's document side needs
+    a ``python -m csplade_pyserini.export onnx`` folder), float32; ``onnx-int8``: the LM head's product in ONNX
+    Runtime's dynamic int8 (per channel) chooses candidates and the float32 head weighs them, for a top-k up to
+    64 (a side without one runs the float32 graph). Both give PyTorch float32's vectors up to float rounding;
+    an index built with one runtime is searched with any. The word channel's document side needs
     PyTorch."""
     representation: str = "sparse"
     """``sparse``: vocabulary-sized impact vectors for a Lucene impact index (CSPLADE, Lion-SP). ``dense``: the

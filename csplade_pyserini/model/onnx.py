@@ -108,22 +108,20 @@ def graph_fingerprint(card: ModelCard, base_dir: Path | None) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def export_graph(encoder: SparseEncoder, path: Path, screen: int | None = None) -> bool:
+def export_graph(encoder: SparseEncoder, path: Path, screen: int | None = None) -> None:
     """``encoder``'s forward pass as an ONNX graph at ``path`` (``torch.onnx``'s exporter, dynamic batch and
     length), screened (:class:`SparseGraph`) where ``screen`` is given. ``encoder`` should hold float32
-    weights: that is the precision the graph keeps. Returns whether the weights went to an external data file
-    beside it (graphs over protobuf's 2 GB limit)."""
+    weights: that is the precision the graph keeps. Over protobuf's 2 GB limit (:func:`over_protobuf_limit`)
+    the weights go to an external data file beside it."""
     graph = SparseGraph(encoder, screen).eval()
     sample = encoder.collate(encoder.tokenize(["a first sample text", "and a second, longer sample text"], "doc"))
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
     shapes = {name: {0: batch, 1: length} for name in INPUTS}
-    big = over_protobuf_limit(encoder)
     outputs = ["weights", "screened"] if screen is not None and encoder.card.expansion else ["weights"]
     with torch.no_grad():
         torch.onnx.export(graph, (sample.input_ids, sample.attention_mask, sample.pool_mask), str(path),
                           input_names=list(INPUTS), output_names=outputs, dynamic_shapes=shapes, dynamo=True,
-                          external_data=big, opset_version=OPSET, verbose=False)
-    return big
+                          external_data=over_protobuf_limit(encoder), opset_version=OPSET, verbose=False)
 
 
 def over_protobuf_limit(encoder: SparseEncoder) -> bool:
@@ -147,7 +145,6 @@ def single_output(model, name: str):
     for field, keep in ((graph.node, kept[::-1]), (graph.output, [o for o in graph.output if o.name == name]),
                         (graph.initializer, [i for i in graph.initializer if i.name in needed]),
                         (graph.value_info, [v for v in graph.value_info if v.name in needed])):
-        keep = list(keep)
         del field[:]
         field.extend(keep)
     return pruned
@@ -328,11 +325,12 @@ class OnnxSparseEncoder(SparseInputs):
     def session_for(self, top_k: int | None):
         """The session that gives ``top_k`` terms per text as float32 weighs them: the screened int8 graph
         where ``top_k`` fits its screen, the float32 graph otherwise."""
-        if self.screen is None or (top_k is not None and top_k <= self.screen // 4):
+        served = None if self.screen is None else self.screen // 4  # four candidates per kept term
+        if served is None or (top_k is not None and top_k <= served):
             return self.session
         if self._float32 is None:
             logger.info("%s: running the float32 graph (the int8 graph serves a top-k of at most %d)",
-                        "no top-k" if top_k is None else f"a top-k of {top_k}", self.screen // 4)
+                        "no top-k" if top_k is None else f"a top-k of {top_k}", served)
             self._float32 = self.open(graph_file(self.folder, self.record, "float32"))
         return self._float32
 

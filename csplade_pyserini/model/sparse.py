@@ -195,7 +195,6 @@ class SparseInputs:
                 self._excluded = torch.tensor(sorted(i for i in ids if i < vocab), dtype=torch.long, device=device)
         return self._excluded
 
-
     def batches(self, sequences: Sequence[Sequence[int]], max_tokens: int, max_batch: int,
                 pad_multiple: int = SHAPE_MULTIPLE, kind: str = "doc") -> Iterable[Batch]:
         """Longest first, so each batch pads little; a batch holds at most ``max_tokens`` padded tokens."""
