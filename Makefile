@@ -22,7 +22,7 @@ BENCH_ARGS ?=
 # the default model's DL19-pool impact index (bench-training builds it)
 DL19_INDEX ?= index/dl19-pool.csplade.runs-train-cpu-recipe-model-best
 
-.PHONY: install install-pyserini2 test-pyserini2 demo demo-quick train train-csplade train-recipe test test-fast bench bench-zero-shot bench-encoding bench-retrieval bench-training bench-latency bench-query-profile bench-engines bench-dense bench-concurrency clean-venv
+.PHONY: install install-pyserini2 test-pyserini2 demo demo-quick train train-csplade train-recipe test test-fast bench bench-zero-shot bench-encoding bench-retrieval bench-training bench-latency bench-query-pruning bench-query-profile bench-engines bench-dense bench-concurrency clean-venv
 
 install: $(STAMP)
 
@@ -109,6 +109,10 @@ bench-latency: install
 	$(PY) -m benchmarks.query_latency --topics dl19-passage --name bench-latency-dl19-pool \
 	    --index index/dl19-pool.csplade --bm25-index index/dl19-pool.bm25/lucene --splade-index index/dl19-pool.splade-tiny $(BENCH_ARGS)
 	$(PY) -m benchmarks.cold_start
+
+# after bench-zero-shot (or make demo): the default's SciFact and NFCorpus indexes, their validation queries
+bench-query-pruning: install
+	$(PY) -m benchmarks.query_pruning $(BENCH_ARGS)
 
 # after bench-training: where a batch-1 query encode spends its time, and three int8 variants' cost
 bench-query-profile: install

@@ -63,3 +63,31 @@ def test_write_report_writes_json_and_markdown_whole(tmp_path, monkeypatch, caps
     assert (tmp_path / "results" / "bench-x.md").read_text() == "# table\n"
     assert capsys.readouterr().out == "# table\n\n"
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["bench-x.json", "bench-x.md"]  # no temp files
+
+
+def test_query_pruning_keeps_what_pyserinis_min_idf_keeps():
+    from benchmarks.query_pruning import pruned
+
+    idf = {"cell": 2.0, "the": 0.2, "lm_Ġ.": 0.0004, "edge": 1.25}
+    vector = {"cell": 30, "the": 4, "lm_Ġ.": 40, "edge": 7, "unindexed": 9}
+    assert pruned(vector, idf, 0.0) == {"cell": 30, "the": 4, "lm_Ġ.": 40, "edge": 7}  # unknown terms dropped
+    assert pruned(vector, idf, 1.25) == {"cell": 30}  # idf > min-idf, as Pyserini tests it
+
+
+def test_query_pruning_report_compares_each_setting_with_the_unpruned_queries():
+    from benchmarks.query_pruning import report
+
+    def setting(scores, terms, ms):
+        return {"nDCG@10": sum(scores.values()) / len(scores), "per_query": scores, "terms_per_query": terms,
+                "search_ms": ms}
+
+    domain = {"validation": "dev split", "queries": 2, "settings": {
+        "unpruned": setting({"q1": 0.5, "q2": 1.0}, 70.0, 12.0),
+        "min-idf 1.25": setting({"q1": 0.5, "q2": 0.8}, 58.0, 10.5),
+        "bm25": {"search_ms": 8.5}}}
+    text = report({"spec": "csplade", "hits": 1000, "measured": "now", "threads": 2, "load": [0.1, 0.2],
+                   "domains": {"scifact": domain}})
+    rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    assert "0.6500 (-0.1000" in rows["| min-idf 1.25"]  # mean 0.65, paired change -0.1
+    assert "| 58.0 | 10.50 | 0.6500 |" in rows["| min-idf 1.25"]
+    assert rows["| BM25 (its own index, the same texts)"].endswith("- | - | 8.50 | - |")
