@@ -33,6 +33,7 @@ import time
 
 from benchmarks.report import write_report
 from csplade_pyserini.cli import run_cli, set_threads
+from csplade_pyserini.errors import InputError
 from csplade_pyserini.paths import shared_path
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ def measure_domain(name: str, spec: str, hits: int, passes: int) -> dict:
     from csplade_pyserini.train.domains import load_domain
 
     folder = shared_path("data", "beir", name)
+    if folder is None or not folder.is_dir():
+        raise InputError(f"no {name} data: ../shared/data/beir/{name} (or CSPLADE_SHARED) is missing", path=folder)
     domain = load_domain(folder, held_out=100, seed=42)
     qids = list(domain.validation.queries)
     texts = [domain.validation.queries[q] for q in qids]
