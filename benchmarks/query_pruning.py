@@ -54,7 +54,7 @@ def time_settings(searcher, texts: list[str], settings: dict[str, dict[str, dict
     from csplade_pyserini.search import PrecomputedQueries
 
     timings: dict[str, list[float]] = {name: [] for name in [*settings, "bm25"]}
-    for round_ in range(passes + 1):
+    for _ in range(passes + 1):
         for name, vectors in settings.items():
             searcher.query_encoder = PrecomputedQueries(vectors)
             start = time.perf_counter()
