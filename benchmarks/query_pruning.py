@@ -42,11 +42,6 @@ MIN_IDF = (0.5, 1.0, 1.25, 1.5, 2.0)
 TOP_K = (48, 32, 16)
 
 
-def pruned(vector: dict[str, int], idf, min_idf: float) -> dict[str, int]:
-    """The terms Pyserini's search keeps at ``--min-idf min_idf`` (its own test, ``idf > min_idf``)."""
-    return {t: w for t, w in vector.items() if t in idf and idf[t] > min_idf}
-
-
 def time_settings(searcher, texts: list[str], settings: dict[str, dict[str, dict[str, int]]], bm25, hits: int,
                   passes: int) -> dict[str, float]:
     """Milliseconds per query of each setting (its vectors by text) and of BM25 (key ``bm25``): one untimed
@@ -75,7 +70,7 @@ def measure_domain(name: str, spec: str, hits: int, passes: int) -> dict:
     from csplade_pyserini.evaluate.measures import evaluate_run, measures_for
     from csplade_pyserini.integration.encoders import CspladeQueryEncoder
     from csplade_pyserini.model.encoder import EXPANSION_PREFIX
-    from csplade_pyserini.search import PrecomputedQueries
+    from csplade_pyserini.search import PrecomputedQueries, searched_terms
     from csplade_pyserini.train.domains import load_domain
 
     folder = shared_path("data", "beir", name)
@@ -92,7 +87,7 @@ def measure_domain(name: str, spec: str, hits: int, passes: int) -> dict:
     settings = {"unpruned": full, "words only": {t: {k: w for k, w in v.items() if not k.startswith(EXPANSION_PREFIX)}
                                                  for t, v in full.items()}}
     for value in MIN_IDF:
-        settings[f"min-idf {value}"] = {t: pruned(v, idf, value) for t, v in full.items()}
+        settings[f"min-idf {value}"] = {t: searched_terms(v, idf, value) for t, v in full.items()}
     for k in TOP_K:
         other = CspladeQueryEncoder(f"{spec},query_top_k={k}")
         other.attach_index(index, idf)
@@ -156,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
     parser.add_argument("--name", default="bench-query-pruning")
     args = parser.parse_args(argv)
+    if args.passes < 1:
+        parser.error("--passes must be at least 1 (the untimed pass comes before them)")
     threads = set_threads(args.threads)
     load_start = os.getloadavg()[0]  # another busy process shows here
     result = {"spec": args.encoder, "hits": args.hits, "threads": threads,

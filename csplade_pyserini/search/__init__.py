@@ -11,6 +11,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from tqdm import tqdm
 
@@ -82,6 +83,12 @@ class PrecomputedQueries:
         return self.vectors[text]
 
 
+def searched_terms(vector: Mapping[str, int], idf: Mapping[str, float], min_idf: float = 0.0) -> dict[str, int]:
+    """The terms of a query vector that Pyserini's impact search sends to Lucene: those the index holds with
+    an idf above ``min_idf`` (``--min-idf``; its own test, ``idf > min_idf``)."""
+    return {t: w for t, w in vector.items() if t in idf and idf[t] > min_idf}
+
+
 def search(index_dir: str | Path, topics: dict[str, str], encoder, hits: int = 1000, threads: int = 1,
            batch_size: int = 64, min_idf: float = 0.0, device: str = "cpu", output: str | Path | None = None,
            tag: str = "csplade") -> tuple[dict[str, list[tuple[str, float]]], SearchStats]:
@@ -112,7 +119,7 @@ def search(index_dir: str | Path, topics: dict[str, str], encoder, hits: int = 1
     start = time.perf_counter()
     results = batch_search(searcher, qids, texts, hits, threads, batch_size)
     search_seconds = time.perf_counter() - start
-    kept = [{t: w for t, w in v.items() if t in searcher.idf and searcher.idf[t] > min_idf} for v in vectors]
+    kept = [searched_terms(v, searcher.idf, min_idf) for v in vectors]
     # Pyserini keeps idf = ln(N / df) per index term; invert it rather than re-reading the index.
     doc_freq = {t: searcher.num_docs * math.exp(-searcher.idf[t]) for q in kept for t in q}
     stats = SearchStats(len(qids), encode_seconds, search_seconds,

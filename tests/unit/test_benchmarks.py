@@ -65,15 +65,6 @@ def test_write_report_writes_json_and_markdown_whole(tmp_path, monkeypatch, caps
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["bench-x.json", "bench-x.md"]  # no temp files
 
 
-def test_query_pruning_keeps_what_pyserinis_min_idf_keeps():
-    from benchmarks.query_pruning import pruned
-
-    idf = {"cell": 2.0, "the": 0.2, "lm_Ġ.": 0.0004, "edge": 1.25}
-    vector = {"cell": 30, "the": 4, "lm_Ġ.": 40, "edge": 7, "unindexed": 9}
-    assert pruned(vector, idf, 0.0) == {"cell": 30, "the": 4, "lm_Ġ.": 40, "edge": 7}  # unknown terms dropped
-    assert pruned(vector, idf, 1.25) == {"cell": 30}  # idf > min-idf, as Pyserini tests it
-
-
 def test_query_pruning_report_compares_each_setting_with_the_unpruned_queries():
     from benchmarks.query_pruning import report
 
